@@ -1,0 +1,75 @@
+"""Run set-up shared by every command: device, threads, seeds, the run folder."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastad.config import Config, save_config
+from fastad.errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks cuda when available; an unavailable device is a UserError, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"config key 'run.device': got {name!r} but CUDA is not available here; use cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"config key 'run.device': got {name!r}; this machine has {torch.cuda.device_count()} GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"config key 'run.device': got {name!r} but MPS is not available here")
+    return dev
+
+
+def set_threads(n: int) -> None:
+    """0 = all cores this process may use."""
+    torch.set_num_threads(n if n > 0 else max(1, len(os.sched_getaffinity(0))))
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a CPU generator for the run's own random draws."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def rng_state(generator: torch.Generator | None = None) -> dict:
+    """Every RNG state a run depends on, for exact resume."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"])
+
+
+def prepare_run(cfg: Config, command: str) -> Path:
+    """Create the run folder (default runs/<command>-<timestamp>) and write config.yaml into it."""
+    out = Path(cfg.run.out) if cfg.run.out else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out '{out}': cannot create the folder ({e.strerror})") from None
+    cfg.run.out = str(out)
+    save_config(cfg, out / "config.yaml")
+    return out
