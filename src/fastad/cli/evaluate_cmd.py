@@ -1,0 +1,90 @@
+"""``fastad evaluate``: accuracy of a classifier checkpoint on a real test split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from fastad.cli.common import existing_file
+from fastad.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="top-1/top-5 and per-class accuracy of a checkpoint on a test split",
+        description="Evaluate a classifier checkpoint (fastad safetensors with metadata, a zoo {'state_dict': ...} "
+                    "file, {'model': ...} or a raw state dict) on a dataset split.",
+        epilog="example: fastad evaluate --checkpoint runs/teacher/teacher.safetensors --json eval.json",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="FILE", help="classifier weights")
+    p.add_argument("--dataset", help="dataset name; default: the one recorded in the checkpoint")
+    p.add_argument("--root", help="dataset folder; default: the dataset's default location")
+    p.add_argument("--split", default="test", choices=("test", "train"), help="split to evaluate (default test)")
+    p.add_argument("--arch", help="zoo architecture, for checkpoints without fastad metadata")
+    p.add_argument("--num-classes", type=int, help="classes, for checkpoints without fastad metadata")
+    p.add_argument("--teacher", metavar="FILE", help="also report the share of images where both predict the same class")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(run=run)
+
+
+def load_for_dataset(path: str, ds_info, *, arch=None, num_classes=None, device="cpu"):
+    """Load a classifier for a dataset; returns (model, mean, std). Checks classes and channels agree."""
+    from fastad.models import load_classifier, read_classifier_meta
+
+    meta = read_classifier_meta(existing_file(path, "checkpoint"))
+    model, meta = load_classifier(path, arch=arch, num_classes=num_classes or meta.get("num_classes") or ds_info.num_classes,
+                                  in_channels=meta.get("in_channels") or ds_info.channels)
+    k = model.num_classes if hasattr(model, "num_classes") else meta.get("num_classes", ds_info.num_classes)
+    if k != ds_info.num_classes:
+        raise UserError(f"checkpoint '{path}' has {k} classes but dataset '{ds_info.name}' has {ds_info.num_classes}")
+    mean, std = meta.get("mean") or ds_info.mean, meta.get("std") or ds_info.std
+    return model.to(device), mean, std
+
+
+def run(args: argparse.Namespace) -> None:
+    from fastad.data import load_dataset
+    from fastad.models import read_classifier_meta
+    from fastad.train.evaluate import accuracy_report, predict
+    from fastad.utils.runtime import resolve_device, set_threads
+
+    set_threads(0)
+    device = resolve_device(args.device)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size: got {args.batch_size}; expected an integer >= 1")
+    meta = read_classifier_meta(existing_file(args.checkpoint, "checkpoint"))
+    name = args.dataset or meta.get("dataset")
+    if not name:
+        raise UserError(f"checkpoint '{args.checkpoint}' does not record its dataset; pass --dataset")
+    ds = load_dataset(name, args.split, root=args.root)
+    model, mean, std = load_for_dataset(args.checkpoint, ds.info, arch=args.arch, num_classes=args.num_classes,
+                                        device=device)
+    logits, labels = predict(model, ds, mean=mean, std=std, batch_size=args.batch_size, device=device)
+    teacher_logits = None
+    if args.teacher:
+        teacher, tmean, tstd = load_for_dataset(args.teacher, ds.info, device=device)
+        teacher_logits, _ = predict(teacher, ds, mean=tmean, std=tstd, batch_size=args.batch_size, device=device)
+    report = accuracy_report(logits, labels, num_classes=ds.info.num_classes, teacher_logits=teacher_logits)
+    report.update({"checkpoint": args.checkpoint, "dataset": ds.info.name, "split": args.split,
+                   "class_names": list(ds.info.class_names)})
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+def format_report(r: dict) -> str:
+    lines = [f"{r['checkpoint']} on {r['dataset']} {r['split']} ({r['num_images']} images)",
+             f"  top-1      {r['top1']:6.2f}%"]
+    if "top5" in r:
+        lines.append(f"  top-5      {r['top5']:6.2f}%")
+    if "agreement" in r:
+        lines.append(f"  agreement  {r['agreement']:6.2f}%  (same prediction as the teacher)")
+    width = max(len(n) for n in r["class_names"])
+    lines.append(f"  {'class':<{width}}  top-1")
+    for name, acc in zip(r["class_names"], r["per_class"]):
+        lines.append(f"  {name:<{width}}  " + ("   n/a" if math.isnan(acc) else f"{acc:6.2f}%"))
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+"""``fastad train-teacher``: supervised training of a zoo classifier on a real dataset.
+
+Outputs in the run folder: config.yaml, metrics.jsonl, TensorBoard events, last.pt (resumable,
+written atomically each epoch), teacher.safetensors (weights + metadata) and summary.json.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from fastad.config import Config
+from fastad.data import augment, iterate_batches, load_dataset, to_float
+from fastad.errors import UserError
+from fastad.models import create_model, save_classifier
+from fastad.train.evaluate import accuracy_report, normalizer, predict
+from fastad.utils.io import atomic_json, atomic_torch_save
+from fastad.utils.logger import RunLogger
+from fastad.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
+
+
+def lr_lambda(cfg: Config, iters_per_epoch: int):
+    """Multiplier of the base lr at iteration i: optional linear warm-up, then cosine or step decay."""
+    t = cfg.teacher_training
+    total = t.epochs * iters_per_epoch
+    warm = int(t.warmup_epochs * iters_per_epoch)
+
+    def f(i: int) -> float:
+        if i < warm:
+            return (i + 1) / warm
+        if t.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * (i - warm) / max(1, total - warm)))
+        epoch = i // iters_per_epoch
+        return t.lr_decay ** sum(epoch >= m for m in t.milestones)
+
+    return f
+
+
+def train_teacher(cfg: Config, out: Path, *, resume: bool = False) -> dict:
+    """Train ``cfg.teacher_training.arch`` on ``cfg.data``; returns the summary dict."""
+    set_threads(cfg.run.threads)
+    device = resolve_device(cfg.run.device)
+    gen = seed_everything(cfg.run.seed)
+    t, d = cfg.teacher_training, cfg.data
+
+    train = load_dataset(d.dataset, "train", root=d.root,
+                         index_range=tuple(d.train_range) if d.train_range else None, classes=d.classes)
+    test = load_dataset(d.dataset, "test", root=d.root)
+    info = train.info
+    model = create_model(t.arch, num_classes=info.num_classes, in_channels=info.channels).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                          nesterov=t.momentum > 0)
+    iters = math.ceil(len(train) / t.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, iters))
+    norm = normalizer(info.mean, info.std)
+
+    start_epoch, best, history = 0, 0.0, []
+    ckpt_path = out / "last.pt"
+    if resume:
+        if not ckpt_path.is_file():
+            raise UserError(f"--resume: no last.pt in '{out}'")
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"], gen)
+        start_epoch, best, history = state["epoch"], state["best_top1"], state["history"]
+
+    images = train.images.to(device)
+    labels = train.labels.to(device)
+    logger = RunLogger(out, tensorboard=cfg.logging.tensorboard)
+    t0 = time.time() - (history[-1]["wall_seconds"] if history else 0.0)  # wall time survives a resume
+    for epoch in range(start_epoch, t.epochs):
+        model.train()
+        bar = tqdm(iterate_batches((images, labels), t.batch_size, shuffle=True, generator=gen), total=iters,
+                   desc=f"epoch {epoch + 1}/{t.epochs}", disable=not cfg.logging.progress, leave=False)
+        run_loss = run_correct = run_n = 0.0
+        for i, (xb, yb) in enumerate(bar):
+            x = to_float(xb)
+            if t.augment:
+                x = augment(x, crop_padding=info.crop_padding, flip=info.flip, generator=gen)
+            logits = model(norm(x))
+            loss = F.cross_entropy(logits, yb, label_smoothing=t.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            run_loss += loss.item() * len(yb)
+            run_correct += (logits.argmax(1) == yb).sum().item()
+            run_n += len(yb)
+            step = epoch * iters + i + 1
+            if step % cfg.logging.log_every == 0:
+                logger.log(step, {"train/loss": loss.item(), "train/lr": sched.get_last_lr()[0]})
+                bar.set_postfix(loss=f"{run_loss / run_n:.3f}", acc=f"{100 * run_correct / run_n:.1f}")
+        logits, ytest = predict(model, test, mean=info.mean, std=info.std, batch_size=d.eval_batch_size,
+                                device=device)
+        report = accuracy_report(logits, ytest, num_classes=info.num_classes)
+        best = max(best, report["top1"])
+        row = {"epoch": epoch + 1, "train_loss": run_loss / run_n, "train_top1": 100 * run_correct / run_n,
+               "test_top1": report["top1"], "test_top5": report.get("top5"), "wall_seconds": time.time() - t0}
+        history.append(row)
+        logger.log((epoch + 1) * iters, {f"epoch/{k}": v for k, v in row.items()})
+        tqdm.write(f"epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f}  train {row['train_top1']:.2f}%  "
+                   f"test top-1 {report['top1']:.2f}%  ({row['wall_seconds']:.0f}s)")
+        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                           "rng": rng_state(gen), "epoch": epoch + 1, "best_top1": best, "history": history}, ckpt_path)
+    logger.close()
+
+    final = history[-1]
+    meta = {
+        "kind": "classifier", "arch": t.arch, "num_classes": info.num_classes, "in_channels": info.channels,
+        "input_size": list(info.image_size), "dataset": info.name, "class_names": list(info.class_names),
+        "mean": list(info.mean), "std": list(info.std), "test_top1": final["test_top1"],
+        "test_top5": final["test_top5"], "epochs": t.epochs, "trained_on": train.source,
+    }
+    save_classifier(out / "teacher.safetensors", model, meta)
+    summary = {**meta, "wall_seconds": final["wall_seconds"], "history": history,
+               "checkpoint": str(out / "teacher.safetensors")}
+    atomic_json(summary, out / "summary.json")
+    return summary
