@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:
+#   make run    install everything, then run the main job
+#   make test   install everything, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+# The torch build to install first; the package's own range (torch>=2.2,<2.15) then adds nothing.
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: install data run test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+install: $(PY) data
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+
+# Fashion-MNIST from Debian's package, where apt exists (root or sudo).
+data:
+	@if [ -f $(FMNIST)/t10k-labels-idx1-ubyte.gz ] || [ -f $(FMNIST)/t10k-labels-idx1-ubyte ]; then \
+		echo "Fashion-MNIST found in $(FMNIST)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "no apt-get: put the Fashion-MNIST IDX files in $(FMNIST) or set data.root"; \
+	fi
+
+# Main job (until `fastad distill` lands): a short teacher training on Fashion-MNIST.
+run: install
+	$(VENV)/bin/fastad train-teacher --config configs/fashion_mnist.yaml --epochs 1 --out runs/quickstart
+
+test: install
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
