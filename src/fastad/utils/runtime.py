@@ -43,7 +43,10 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def rng_state(generator: torch.Generator | None = None) -> dict:
     """Every RNG state a run depends on, for exact resume."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    # numpy's key array as a tensor: checkpoints must load with torch.load(weights_only=True).
+    numpy_state = [name, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss]
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     if generator is not None:
@@ -53,7 +56,8 @@ def rng_state(generator: torch.Generator | None = None) -> dict:
 
 def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
