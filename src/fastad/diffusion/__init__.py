@@ -1,0 +1,19 @@
+"""Diffusion priors and DDIM sampling."""
+
+from fastad.diffusion.ddim import FINAL_ABARS, SPACINGS, EpsFn, ddim_sample, ddim_step, ddim_timesteps
+from fastad.diffusion.prior import BETA_SCHEDULES, PREDICTION_TYPES, Prior, build_unet, load_prior, save_prior
+
+__all__ = [
+    "BETA_SCHEDULES",
+    "FINAL_ABARS",
+    "PREDICTION_TYPES",
+    "SPACINGS",
+    "EpsFn",
+    "Prior",
+    "build_unet",
+    "ddim_sample",
+    "ddim_step",
+    "ddim_timesteps",
+    "load_prior",
+    "save_prior",
+]

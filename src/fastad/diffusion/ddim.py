@@ -1,0 +1,221 @@
+"""DDIM sampling as pure functions over an ``eps_fn`` callable (DESIGN.md section 2, step 9).
+
+The sampler knows nothing of teachers, buffers or conditioning: guidance (CADR) wraps ``eps_fn``
+and returns a new one, the sampler never forks (k-diffusion ``sampling.py`` habit).
+
+Agreement with diffusers' ``DDIMScheduler`` (tested in ``tests/test_ddim.py``):
+
+- ``ddim_timesteps(T, n, spacing=s, steps_offset=o)`` equals ``DDIMScheduler(num_train_timesteps=T,
+  timestep_spacing=s, steps_offset=o).set_timesteps(n)``.
+- ``ddim_sample`` takes ``abar_prev`` from the *next timestep in the list* (and ``final_abar`` for the
+  last step). diffusers instead uses ``t - T // n`` as the previous timestep whatever the spacing;
+  both agree for "leading" always and for "trailing" when ``n`` divides ``T``. With "linspace" (or
+  "trailing" with ``n`` not dividing ``T``) diffusers' ``abar_prev`` is not the ``abar`` of the step it
+  runs next; we keep the chain consistent and deliberately differ there.
+- ``final_abar="one"`` / ``"first"`` is diffusers' ``set_alpha_to_one=True`` / ``False``;
+  ``clip_x0`` is ``clip_sample`` (diffusers defaults it to True, we default to False).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fastad.errors import UserError
+
+__all__ = ["SPACINGS", "FINAL_ABARS", "EpsFn", "ddim_timesteps", "ddim_step", "ddim_sample"]
+
+SPACINGS = ("leading", "trailing", "linspace")
+FINAL_ABARS = ("one", "first")
+
+#: ``eps_fn(x_t [B, C, H, W], t [B] long) -> eps [B, C, H, W]``
+EpsFn = Callable[[Tensor, Tensor], Tensor]
+Abar = Union[float, Tensor]
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UserError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+
+
+def ddim_timesteps(
+    num_train_timesteps: int, num_steps: int, *, spacing: str = "leading", steps_offset: int = 0
+) -> Tensor:
+    """The DDIM timesteps, descending, as diffusers' ``DDIMScheduler.set_timesteps`` makes them.
+
+    With ``T = num_train_timesteps`` and ``n = num_steps``:
+
+    - ``leading``: ``arange(n) * (T // n) + steps_offset`` (starts at 0, skips the noisiest ``t``).
+    - ``trailing``: ``round(arange(T, 0, -T / n)) - 1`` (always starts at ``T - 1``).
+    - ``linspace``: ``round(linspace(0, T - 1, n))``.
+
+    Computed with numpy's float64 ``arange``/``linspace``/``round`` (half to even), the same float
+    expressions diffusers rounds, so the integers agree bit for bit. ``steps_offset`` only applies
+    to ``leading``, as in diffusers. For "trailing", float error makes diffusers' ``arange`` return
+    ``n + 1`` entries for some ``n`` (e.g. 61 of 1000), the extra one being ``-1``; we return its
+    first ``n``.
+
+    Returns:
+        LongTensor ``[num_steps]``, descending, on CPU.
+    """
+    T, n, offset = int(num_train_timesteps), int(num_steps), int(steps_offset)
+    _choice("spacing", spacing, SPACINGS)
+    if T < 1:
+        raise UserError(f"num_train_timesteps={T} must be >= 1")
+    if not 1 <= n <= T:
+        raise UserError(f"num_steps={n} must be in [1, num_train_timesteps={T}]")
+    if spacing == "leading":
+        ts = np.arange(n, dtype=np.int64)[::-1] * (T // n) + offset
+        if ts[0] >= T or ts[-1] < 0:
+            raise UserError(f"steps_offset={offset} puts timesteps outside [0, {T}) with num_steps={n}")
+    elif spacing == "trailing":
+        ts = (np.round(np.arange(T, 0, -T / n)) - 1)[:n]
+    else:
+        ts = np.round(np.linspace(0, T - 1, n))[::-1]
+    return torch.from_numpy(np.ascontiguousarray(ts).astype(np.int64))
+
+
+def _coef(abar: Abar, ndim: int) -> Tensor:
+    """``abar`` (float, 0-d or per-sample ``[B]``) as a float64 CPU tensor broadcastable to ``x``."""
+    a = torch.as_tensor(abar, dtype=torch.float64).detach().cpu()
+    if a.ndim == 1:
+        a = a.reshape(-1, *([1] * (ndim - 1)))
+    elif a.ndim != 0:
+        raise UserError(f"abar has shape {tuple(a.shape)}; expected a scalar or one value per sample [B]")
+    if not bool(((a > 0) & (a <= 1)).all()):
+        raise UserError(f"abar={a.flatten().tolist()[:4]} must lie in (0, 1]")
+    return a
+
+
+def ddim_step(
+    x_t: Tensor,
+    eps: Tensor,
+    abar_t: Abar,
+    abar_prev: Abar,
+    *,
+    ddim_eta: float = 0.0,
+    noise: Optional[Tensor] = None,
+    clip_x0: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """One DDIM update (Eq. 7) from ``t`` to the previous timestep.
+
+    Args:
+        x_t: ``[B, C, H, W]`` current sample.
+        eps: ``[B, C, H, W]`` predicted (possibly rectified) noise; cast to the step dtype.
+        abar_t, abar_prev: ``alphas_cumprod`` at ``t`` and at the previous timestep; a float,
+            a 0-d tensor or one value per sample ``[B]``. Coefficients are computed in float64.
+        ddim_eta: 0 = deterministic DDIM, 1 = DDPM-like ancestral noise.
+        noise: ``[B, C, H, W]`` standard normal draws; required when ``ddim_eta > 0``.
+        clip_x0: clamp ``x0_hat`` to [-1, 1] before it is used (diffusers' ``clip_sample``); ``eps``
+            is not re-derived from the clamped ``x0_hat`` (diffusers' default
+            ``use_clipped_model_output=False``).
+
+    Returns:
+        ``(x_prev, x0_hat)``, both ``[B, C, H, W]`` in the step dtype (float32, or float64 when
+        ``x_t`` is float64); ``x0_hat`` is the (clamped, if ``clip_x0``) preview that was used.
+    """
+    if not (math.isfinite(ddim_eta) and ddim_eta >= 0):
+        raise UserError(f"ddim_eta={ddim_eta!r} must be a finite number >= 0")
+    if ddim_eta > 0 and noise is None:
+        raise UserError(f"ddim_eta={ddim_eta} > 0 needs noise; pass noise=torch.randn_like(x_t)")
+    dtype = torch.promote_types(x_t.dtype, torch.float32)  # never step in half precision
+    x_t, eps = x_t.to(dtype), eps.to(dtype)
+    abar_t, abar_prev = _coef(abar_t, x_t.ndim), _coef(abar_prev, x_t.ndim)
+
+    def c(v: Tensor) -> Tensor:  # float64 coefficient -> step dtype on x's device
+        return v.to(device=x_t.device, dtype=dtype)
+
+    # 1. Preview (Tweedie, Eq. 4): x0_hat = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t).
+    x0_hat = (x_t - c((1 - abar_t).sqrt()) * eps) / c(abar_t.sqrt())
+    # 2. Optional clamp of the preview (diffusers' clip_sample); eps stays as predicted.
+    if clip_x0:
+        x0_hat = x0_hat.clamp(-1.0, 1.0)
+    # 3. sigma = ddim_eta * sqrt((1 - abar_prev) / (1 - abar_t)) * sqrt(1 - abar_t / abar_prev).
+    sigma = torch.zeros_like(abar_prev)  # skip the formula at eta 0: it is 0/0 if abar_t == 1
+    if ddim_eta > 0:
+        sigma = ddim_eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).clamp(min=0).sqrt()
+    # 4. Eq. 7: x_prev = sqrt(abar_prev) * x0_hat + sqrt(1 - abar_prev - sigma^2) * eps + sigma * noise.
+    x_prev = c(abar_prev.sqrt()) * x0_hat + c((1 - abar_prev - sigma**2).clamp(min=0).sqrt()) * eps
+    if ddim_eta > 0:
+        x_prev = x_prev + c(sigma) * noise.to(device=x_t.device, dtype=dtype)
+    return x_prev, x0_hat
+
+
+@torch.no_grad()
+def ddim_sample(
+    eps_fn: EpsFn,
+    x_T: Tensor,
+    alphas_cumprod: Tensor,
+    timesteps: Tensor,
+    *,
+    ddim_eta: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+    final_abar: str = "one",
+    clip_x0: bool = False,
+    callback: Optional[Callable[[int, int, Tensor, Tensor], None]] = None,
+    progress: bool = False,
+) -> Tensor:
+    """Run DDIM from ``x_T`` down the descending ``timesteps``; returns ``x_0``.
+
+    Step ``i`` goes from ``t_i = timesteps[i]`` to ``timesteps[i + 1]`` (``abar_prev`` =
+    ``alphas_cumprod[timesteps[i + 1]]``); the last step uses ``abar_prev = 1`` (``final_abar="one"``)
+    or ``alphas_cumprod[0]`` (``"first"``).
+
+    Runs under ``torch.no_grad()`` (k-diffusion habit): an ``eps_fn`` that needs gradients (guidance)
+    opens its own ``torch.enable_grad()``.
+
+    Args:
+        eps_fn: ``eps_fn(x_t [B, C, H, W] in x_T's dtype, t [B] long on x_T's device) -> eps``.
+        x_T: ``[B, C, H, W]`` starting noise; the device and output dtype follow it.
+        alphas_cumprod: ``[T]`` schedule (float64 recommended); read on CPU in float64.
+        timesteps: ``[n]`` descending LongTensor, e.g. from :func:`ddim_timesteps`.
+        ddim_eta: DDIM stochasticity (0 deterministic).
+        generator: source of the ``ddim_eta > 0`` noise. Each step draws
+            ``torch.randn(x_T.shape, generator=generator, device=generator.device, dtype=x_T.dtype)``
+            (so a CPU generator works for a GPU ``x_T``: drawn on CPU, then moved). One draw per step,
+            including steps where sigma is 0, so the stream is easy to reproduce.
+        final_abar: ``"one"`` or ``"first"`` (diffusers' ``set_alpha_to_one`` True / False).
+        clip_x0: clamp the preview to [-1, 1] (diffusers' ``clip_sample``).
+        callback: ``callback(i, t, x_t, x0_hat)`` after each step, with ``x_t`` the sample the
+            step started from and ``x0_hat`` its preview.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``[B, C, H, W]`` final sample in ``x_T``'s dtype.
+    """
+    _choice("final_abar", final_abar, FINAL_ABARS)
+    abar = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64)
+    ts = torch.as_tensor(timesteps).detach().cpu()
+    if abar.ndim != 1 or abar.numel() == 0:
+        raise UserError(f"alphas_cumprod has shape {tuple(abar.shape)}; expected [num_train_timesteps]")
+    if ts.ndim != 1 or ts.numel() == 0 or ts.is_floating_point():
+        raise UserError(f"timesteps must be a non-empty 1-D integer tensor, got {ts.dtype} {tuple(ts.shape)}")
+    if bool((ts[1:] >= ts[:-1]).any()) or int(ts.min()) < 0 or int(ts.max()) >= abar.numel():
+        raise UserError(f"timesteps must be strictly descending within [0, {abar.numel()}), got {ts.tolist()}")
+    if ddim_eta > 0 and generator is None:
+        raise UserError(f"ddim_eta={ddim_eta} > 0 needs an explicit torch.Generator (generator=...)")
+    final = 1.0 if final_abar == "one" else float(abar[0])
+    B, device = x_T.shape[0], x_T.device
+
+    x = x_T.to(torch.promote_types(x_T.dtype, torch.float32))  # running state in the step dtype
+    steps = ts.tolist()
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="DDIM")
+    for i, t in enumerate(steps):
+        t_b = torch.full((B,), t, dtype=torch.long, device=device)
+        eps = eps_fn(x.to(x_T.dtype), t_b)
+        abar_prev = float(abar[ts[i + 1]]) if i + 1 < len(ts) else final
+        noise = None
+        if ddim_eta > 0:
+            noise = torch.randn(x_T.shape, generator=generator, device=generator.device, dtype=x_T.dtype)
+        x_prev, x0_hat = ddim_step(x, eps, float(abar[t]), abar_prev, ddim_eta=ddim_eta, noise=noise, clip_x0=clip_x0)
+        if callback is not None:
+            callback(i, t, x, x0_hat)
+        x = x_prev
+    return x.to(x_T.dtype)
