@@ -62,9 +62,18 @@ class DistillationConfig:
     train_batch_size: int = option(64, "student batch size drawn from the buffer", ge=1)
     train_iterations: int = option(100, "student updates per round", ge=1)
     kd_temperature: float = option(4.0, "distillation temperature tau_kd (Eq. 9)", gt=0)
+    schedule: str = option("step", "student lr schedule over rounds: 'step' (milestones) or 'cosine'",
+                           choices=("step", "cosine"))
     eval_every: int = option(10, "evaluate on the real test split every N rounds", ge=1)
     teacher_checkpoint: str | None = option(None, "teacher weights (safetensors or torch state dict)")
+    student_checkpoint: str | None = option(None, "initial student weights; null = random init of student_arch")
     diffusion_checkpoint: str | None = option(None, "diffusion prior: a diffusers-format folder")
+    conditioning: str = option("auto", "prior conditioning from the round's target labels: 'auto' (class labels "
+                               "for a class-conditional prior, else none), 'none' or 'class_labels'",
+                               choices=("auto", "none", "class_labels"))
+    augment: bool = option(True, "random crop/flip of buffer images for student updates (where the data suits)")
+    save_images: str = option("none", "export every synthesised image: 'none', 'png' (a folder per class) "
+                              "or 'npz' (one file per round)", choices=("none", "png", "npz"))
 
 
 @dataclass
@@ -77,6 +86,15 @@ class FastADConfig:
     xi: float = option(1e-6, "stabiliser of the per-sample gradient norm (Eq. 6)", gt=0)
     gamma: float = option(1.0, "weight of the teacher's cross-entropy in the guidance loss", ge=0)
     T: int = option(1000, "training timesteps of the prior's noise schedule", ge=1)
+    guidance: str = option("cadr", "'cadr' (entropy-gated, the paper), 'fixed' (lam = lambda_max, no gate) or "
+                           "'none' (unguided DDIM, teacher-labelled KD)", choices=("cadr", "fixed", "none"))
+    grad_mode: str = option("tweedie", "guidance gradient: 'tweedie' (eps held constant) or 'full' (through the UNet)",
+                            choices=("tweedie", "full"))
+    beta_adv: float = option(0.0, "weight of the adversarial term (-KL teacher||student on the preview)", ge=0)
+    ddim_eta: float = option(0.0, "DDIM stochasticity (0 = deterministic DDIM); not the paper's eta", ge=0)
+    timestep_spacing: str = option("leading", "DDIM timestep spacing (as diffusers)",
+                                   choices=("leading", "trailing", "linspace"))
+    clip_x0: bool = option(False, "clamp the DDIM preview x0_hat to [-1, 1] in the update (diffusers clip_sample)")
 
 
 @dataclass
