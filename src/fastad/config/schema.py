@@ -110,6 +110,7 @@ class DiffusionConfig:
     steps: int = option(3000, "optimiser steps", ge=1)
     batch_size: int = option(128, "mini-batch size", ge=1)
     lr: float = option(2e-3, "AdamW learning rate", gt=0)
+    weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
     warmup_steps: int = option(100, "linear lr warm-up steps", ge=0)
     ema_decay: float = option(0.995, "decay of the EMA weights that are saved as the prior", ge=0, lt=1)
     grad_clip: float = option(1.0, "gradient-norm clip; 0 = off", ge=0)
@@ -117,6 +118,7 @@ class DiffusionConfig:
     sample_every: int = option(500, "write a sample grid every N steps; 0 = never", ge=0)
     save_every: int = option(250, "write a resumable checkpoint every N steps", ge=1)
     sample_steps: int = option(50, "DDIM steps of the periodic sample grids", ge=1)
+    sample_images: int = option(64, "images in each periodic sample grid (drawn from the EMA weights)", ge=1)
 
 
 @dataclass

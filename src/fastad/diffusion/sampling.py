@@ -1,0 +1,84 @@
+"""Drawing images from a prior with unguided DDIM, and reading them with a teacher.
+
+Thin glue over the pure sampler (:func:`~fastad.diffusion.ddim.ddim_sample`): the start noise for
+all ``n`` images is drawn at once from the caller's generator, so deterministic DDIM
+(``ddim_eta = 0``) gives the same images whatever ``batch_size``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from fastad.diffusion.ddim import ddim_sample, ddim_timesteps
+from fastad.diffusion.prior import Prior
+from fastad.errors import UserError
+
+__all__ = ["balanced_labels", "sample_prior", "teacher_view", "classify"]
+
+
+def balanced_labels(n: int, num_classes: int) -> Tensor:
+    """``[n]`` long: ``0, 1, ..., K-1, 0, 1, ...`` (each class ``n // K`` or ``n // K + 1`` times)."""
+    return torch.arange(n) % num_classes
+
+
+@torch.no_grad()
+def sample_prior(
+    prior: Prior,
+    n: int,
+    *,
+    steps: int = 50,
+    ddim_eta: float = 0.0,
+    spacing: str = "leading",
+    generator: torch.Generator,
+    batch_size: int = 64,
+    class_labels: Optional[Tensor] = None,
+    progress: bool = False,
+) -> Tensor:
+    """``n`` images from ``prior`` with DDIM; returns float32 ``[n, C, H, W]`` on CPU, prior space
+    (about [-1, 1], not clamped).
+
+    ``x_T`` is drawn with ``generator`` on its device (CPU for a CPU generator) and moved to the
+    prior's device batch by batch. ``class_labels`` ``[n]`` is required for a class-conditional
+    prior and refused for an unconditional one.
+    """
+    if n < 1 or batch_size < 1:
+        raise UserError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    if class_labels is not None and len(class_labels) != n:
+        raise UserError(f"{len(class_labels)} class labels for {n} images")
+    ts = ddim_timesteps(prior.num_train_timesteps, steps, spacing=spacing)
+    device = next(prior.unet.parameters()).device
+    x_T = torch.randn((n, *prior.sample_shape), generator=generator, device=generator.device)
+    out = []
+    for s in range(0, n, batch_size):
+        labels = None if class_labels is None else class_labels[s:s + batch_size].to(device)
+        x = ddim_sample(prior.bind(labels), x_T[s:s + batch_size].to(device), prior.alphas_cumprod, ts,
+                        ddim_eta=ddim_eta, generator=generator, progress=progress)
+        out.append(x.float().cpu())
+    return torch.cat(out)
+
+
+def teacher_view(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Prior space [-1, 1] ``[B, C, H, W]`` -> the teacher's normalised input:
+    ``((x + 1) / 2 - mean) / std`` per channel (DESIGN.md section 2, ``view``)."""
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return ((x + 1) / 2 - m) / s
+
+
+@torch.no_grad()
+def classify(teacher: nn.Module, x: Tensor, *, mean: Sequence[float], std: Sequence[float],
+             batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    """The teacher's reading of prior-space images ``[N, C, H, W]``: ``(pred [N] long, confidence
+    [N] float32)``, confidence being the softmax probability of the predicted class. Images are
+    clamped to [-1, 1] first (they are what the grid shows)."""
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    probs = torch.cat([
+        teacher(teacher_view(x[s:s + batch_size].clamp(-1, 1).to(device), mean, std)).float().softmax(1).cpu()
+        for s in range(0, len(x), batch_size)
+    ])
+    conf, pred = probs.max(1)
+    return pred, conf
