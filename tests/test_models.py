@@ -32,16 +32,6 @@ ZOO_ARCHS = [
 GOLDEN_ARCHS = ["resnet8", "resnet20", "wrn16_1", "wrn40_1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny batches gain nothing from threads, and on a shared 2-core machine an extra OpenMP
-    # thread spinning against other processes made this file ~10x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @functools.lru_cache(maxsize=None)
 def _zoo_spec() -> dict:
     return json.loads((ZOO / "state_dict_keys.json").read_text())["models"]
