@@ -1,0 +1,309 @@
+"""CADR: Confidence-Aware Dynamic Rectification of a diffusion prior's noise prediction.
+
+DESIGN.md section 2, steps 1-8. :func:`make_cadr_eps_fn` wraps an ``eps_fn(x_t, t)`` and returns a
+new one whose output ``eps_tilde`` steers DDIM towards images the teacher assigns to ``labels``;
+the sampler is untouched (k-diffusion / guided-diffusion habit):
+
+    with make_cadr_eps_fn(eps_fn, teacher, labels, alphas_cumprod, cfg, view=view) as guided:
+        x0 = ddim_sample(guided, x_T, alphas_cumprod, timesteps)
+
+Choice of reduction. ``L`` is reported with batch means (``L = L_BN + gamma * mean_i CE_i
+[+ beta_adv * mean_i L_adv,i]``, DeepInversion's convention), but the gradient is taken of
+``B * L = sum_i (gamma * CE_i [+ beta_adv * L_adv,i]) + B * L_BN``: the same direction, with the CE
+and adversarial parts of sample i's gradient exactly those of its own terms, independent of the
+batch size B (so ``xi`` means the same thing at any B). ``L_BN`` is a batch statistic: its
+gradient on one sample scales as 1/B, and B * L_BN restores an O(1) per-sample share, so the
+BN:CE balance of each sample's direction does not drift with B either.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fastad.errors import UserError
+from fastad.guidance.bn_stats import BNStatsRecorder
+
+__all__ = [
+    "GRAD_MODES",
+    "GATES",
+    "CADRConfig",
+    "GuidanceStats",
+    "CADREpsFn",
+    "make_cadr_eps_fn",
+    "cadr_gate",
+    "entropy_nats",
+    "normalize_grad",
+]
+
+GRAD_MODES = ("tweedie", "full")
+GATES = ("cadr", "fixed")
+
+#: ``eps_fn(x_t [B, C, H, W], t [B] long) -> eps [B, C, H, W]``
+EpsFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class CADRConfig:
+    """CADR hyperparameters; defaults are the paper's (section 4.1)."""
+
+    lambda_max: float = 1.5  # maximum rectification strength (Eq. 5)
+    eta: float = 0.1  # gradient scale of the rectification (Eq. 6); not DDIM's ddim_eta
+    tau_ent: float = 0.4  # entropy threshold of the gate in nats (paper: CIFAR-100 0.4, ImageNet 0.6)
+    k_sigmoid: float = 10.0  # steepness of the gate's sigmoid (Eq. 5)
+    xi: float = 1e-6  # stabiliser of the per-sample gradient norm (Eq. 6)
+    gamma: float = 1.0  # weight of the teacher's cross-entropy in the guidance loss
+    beta_adv: float = 0.0  # weight of L_adv = -KL(teacher || student); > 0 needs a student
+    grad_mode: str = "tweedie"  # "tweedie": eps held constant; "full": back-propagate through eps_fn too
+    gate: str = "cadr"  # "cadr": entropy sigmoid gate (Eq. 5); "fixed": lam = lambda_max (ablation)
+
+    def __post_init__(self) -> None:
+        for name, strict in (("lambda_max", False), ("eta", False), ("tau_ent", False), ("k_sigmoid", False),
+                             ("xi", True), ("gamma", False), ("beta_adv", False)):
+            v = getattr(self, name)
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            if not ok or (v <= 0 if strict else v < 0):
+                raise UserError(f"cadr.{name}={v!r} is not allowed; it must be a finite number "
+                                f"{'> 0' if strict else '>= 0'}")
+            setattr(self, name, float(v))
+        for name, allowed in (("grad_mode", GRAD_MODES), ("gate", GATES)):
+            v = getattr(self, name)
+            if v not in allowed:
+                raise UserError(f"cadr.{name}={v!r} is not allowed; choose one of {', '.join(allowed)}")
+
+
+def entropy_nats(z: Tensor) -> Tensor:
+    """Entropy of ``softmax(z)`` per sample, in nats: logits ``[B, K]`` -> ``[B]``."""
+    logp = F.log_softmax(z.float(), dim=1)
+    return -(logp.exp() * logp).sum(dim=1)
+
+
+def cadr_gate(entropy: Tensor, cfg: CADRConfig) -> Tensor:
+    """Gate (Eq. 5) per sample: ``lam = lambda_max * sigmoid(k_sigmoid * (H - tau_ent))``.
+
+    ``entropy`` [B] in nats -> ``lam`` [B]. An unsure teacher (high H) gets strong rectification,
+    a confident one little; ``lam = lambda_max / 2`` at ``H = tau_ent``. ``cfg.gate == "fixed"``
+    gives ``lambda_max`` for every sample.
+    """
+    if cfg.gate == "fixed":
+        return torch.full_like(entropy, cfg.lambda_max)
+    return cfg.lambda_max * torch.sigmoid(cfg.k_sigmoid * (entropy - cfg.tau_ent))
+
+
+def normalize_grad(g: Tensor, xi: float) -> Tensor:
+    """Adaptive normalisation (Eq. 6): ``g_hat = g / (||g||_2 + xi)``, norm per sample over C, H, W."""
+    norm = g.flatten(1).norm(dim=1)
+    return g / (norm + xi).view(-1, *([1] * (g.ndim - 1)))
+
+
+_STEP_KEYS = ("gate_mean", "entropy_mean", "loss", "ce", "l_bn", "l_adv", "nonfinite", "preview_acc", "grad_norm")
+
+
+@dataclass
+class GuidanceStats:
+    """Per-step guidance statistics, appended by a :class:`CADREpsFn` at each call.
+
+    Each entry of :attr:`steps` has ``t`` (largest timestep of the batch), ``gate_mean`` (mean
+    ``lam``), ``entropy_mean`` (nats), ``loss`` (``L``, batch-mean convention), ``ce`` (mean CE),
+    ``l_bn``, ``l_adv`` (mean, 0 when off), ``nonfinite`` (samples left unrectified),
+    ``preview_acc`` (teacher top-1 on ``view(x0_hat)`` vs ``labels``) and ``grad_norm`` (mean
+    ``||g||`` over finite samples).
+    """
+
+    steps: list[dict[str, float]] = field(default_factory=list)
+
+    def add(self, t: int, values: dict[str, float]) -> None:
+        """Append one step's record."""
+        self.steps.append({"t": int(t), **values})
+
+    def summary(self) -> dict[str, float]:
+        """Means over the recorded steps (``nonfinite``: total), plus the last step's accuracy and entropy."""
+        n = len(self.steps)
+        out: dict[str, float] = {"steps": n}
+        if n == 0:
+            return out
+        for k in _STEP_KEYS:
+            vals = [s[k] for s in self.steps]
+            out[k] = float(sum(vals)) if k == "nonfinite" else float(sum(vals) / n)
+        out["preview_acc_last"] = self.steps[-1]["preview_acc"]
+        out["entropy_last"] = self.steps[-1]["entropy_mean"]
+        return out
+
+    def reset(self) -> None:
+        """Forget all recorded steps."""
+        self.steps.clear()
+
+
+class CADREpsFn:
+    """The rectified ``eps_fn`` made by :func:`make_cadr_eps_fn`.
+
+    Call it as ``eps_fn(x_t, t)``. It owns forward pre-hooks on the teacher's BatchNorm layers,
+    registered once here and active only during its own teacher forward; :meth:`close` (or leaving
+    a ``with`` block, or garbage collection) removes them.
+    """
+
+    def __init__(self, eps_fn: EpsFn, teacher: nn.Module, labels: Tensor, alphas_cumprod: Tensor,
+                 cfg: CADRConfig, *, view: Callable[[Tensor], Tensor], student: Optional[nn.Module] = None,
+                 stats: Optional[GuidanceStats] = None) -> None:
+        if not isinstance(cfg, CADRConfig):
+            raise UserError(f"cfg must be a CADRConfig, got {type(cfg).__name__}")
+        if cfg.beta_adv > 0 and student is None:
+            raise UserError(f"cadr.beta_adv={cfg.beta_adv} > 0 needs a student (student=...); or set beta_adv to 0")
+        labels = torch.as_tensor(labels)
+        if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise UserError(f"labels must be a 1-D integer tensor [B], got {labels.dtype} {list(labels.shape)}")
+        abar = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64)
+        if abar.ndim != 1 or abar.numel() == 0 or not bool(((abar > 0) & (abar <= 1)).all()):
+            raise UserError(f"alphas_cumprod must be a non-empty [T] tensor with values in (0, 1], "
+                            f"got shape {list(abar.shape)}")
+        self.eps_fn, self.teacher, self.student = eps_fn, teacher, student
+        self.labels, self.abar, self.cfg, self.view, self.stats = labels.long(), abar, cfg, view, stats
+        self.bn = BNStatsRecorder(teacher)
+        # Hooks go away with this object even if close() is never called (the hooks reference the
+        # recorder, not this wrapper, so the wrapper can be collected).
+        self._finalizer = weakref.finalize(self, self.bn.remove)
+        self._labels_checked = False
+
+    def close(self) -> None:
+        """Remove the BatchNorm hooks from the teacher (idempotent); the wrapper is unusable after."""
+        self._finalizer()
+
+    def __enter__(self) -> "CADREpsFn":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check(self, x_t: Tensor, t: Tensor) -> None:
+        B = x_t.shape[0]
+        if not self._finalizer.alive:
+            raise RuntimeError("this CADR eps_fn was closed")
+        if x_t.ndim != 4 or self.labels.shape[0] != B:
+            raise UserError(f"x_t {list(x_t.shape)} must be [B, C, H, W] with B = len(labels) = {self.labels.shape[0]}")
+        if t.shape != (B,) or t.dtype != torch.long:
+            raise UserError(f"t must be a LongTensor [B={B}], got {t.dtype} {list(t.shape)}")
+        if self.teacher.training:
+            raise UserError("the teacher is in training mode; call teacher.eval() (guidance never changes its mode)")
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """``x_t`` [B, C, H, W] (prior space), ``t`` [B] long -> ``eps_tilde`` [B, C, H, W] in eps's dtype.
+
+        Works under ``torch.no_grad()`` (as ``ddim_sample`` calls it); not under ``inference_mode``.
+        """
+        self._check(x_t, t)
+        cfg, B, dev = self.cfg, x_t.shape[0], x_t.device
+        y = self.labels.to(dev)
+        a = self.abar[t.detach().cpu()]  # abar_t per sample, float64
+        sqrt_abar = a.sqrt().to(dev, torch.float32).view(B, 1, 1, 1)
+        sqrt_1m_abar = (1 - a).sqrt().to(dev, torch.float32).view(B, 1, 1, 1)
+        x_in = x_t.detach().requires_grad_(True)  # g is taken w.r.t. this leaf
+
+        with torch.enable_grad():
+            # 1. eps = eps_theta(x_t, t): a constant in "tweedie" mode, differentiated in "full" mode.
+            if cfg.grad_mode == "full":
+                eps = self.eps_fn(x_in, t)
+            else:
+                with torch.no_grad():
+                    eps = self.eps_fn(x_t, t)
+            with torch.autocast(dev.type, enabled=False):  # guidance gradient math in float32
+                x = x_in.float()
+                # 2. Preview (Tweedie, Eq. 4), no clamp: a clamp would zero saturated pixels' gradient.
+                x0_hat = (x - sqrt_1m_abar * eps.float()) / sqrt_abar
+                # 3. One teacher forward on the view serves entropy, CE and the BN statistics.
+                v = self.view(x0_hat)
+                with self.bn.record():
+                    z = self.teacher(v.to(_param_dtype(self.teacher))).float()  # logits [B, K]
+                    l_bn = self.bn.loss().to(dev)
+                if not self._labels_checked:
+                    if bool(((y < 0) | (y >= z.shape[1])).any()):
+                        raise UserError(f"labels must lie in [0, {z.shape[1]}) for this teacher")
+                    self._labels_checked = True
+                H = entropy_nats(z.detach())  # [B], nats
+                # 4. Gate (Eq. 5): lam [B].
+                lam = cadr_gate(H, cfg)
+                # 5. Guidance loss L = L_BN + gamma * CE(z, y) [+ beta_adv * L_adv], per-sample terms.
+                ce = F.cross_entropy(z, y, reduction="none")  # [B]
+                per_sample = cfg.gamma * ce
+                l_adv = torch.zeros(B, device=dev)
+                if cfg.beta_adv > 0:
+                    l_adv = -_kl_teacher_student(z, self._student_logits(v))  # L_adv = -KL(T || S)
+                    per_sample = per_sample + cfg.beta_adv * l_adv
+                # 6. g = grad of L w.r.t. x_t (of B * L; see the module docstring). In "tweedie" mode eps
+                #    is constant, so this is grad_{x0_hat} L / sqrt(abar_t). Only x_in is differentiated:
+                #    no .grad lands on teacher or student parameters.
+                (g,) = torch.autograd.grad(per_sample.sum() + B * l_bn, x_in)
+                g = g.float()
+            # 7. Adaptive normalisation (Eq. 6): g_hat = g / (||g||_2 + xi); r = lam * eta * ||x_t||_2 * g_hat.
+            g_hat = normalize_grad(g, cfg.xi)
+            x_norm = x.detach().flatten(1).norm(dim=1)
+            r = (lam * cfg.eta * x_norm).view(B, 1, 1, 1) * g_hat
+            # A non-finite gradient (or gate) leaves that sample unrectified this step: never propagated.
+            ok = torch.isfinite(r).flatten(1).all(dim=1)
+            r = torch.where(ok.view(B, 1, 1, 1), r, torch.zeros_like(r))
+            # 8. Rectification (Eq. 8): eps_tilde = eps + sqrt(1 - abar_t) * r. With "+", the corrected
+            #    preview x0_hat - (1 - abar_t) / sqrt(abar_t) * r moves down L (the seed code's "-" climbs).
+            eps = eps.detach()
+            work = torch.promote_types(eps.dtype, torch.float32)
+            eps_tilde = (eps.to(work) + sqrt_1m_abar.to(work) * r.to(work)).to(eps.dtype)
+
+        if self.stats is not None:
+            with torch.no_grad():
+                g_norm = g.flatten(1).norm(dim=1)
+                vals = torch.stack([
+                    lam.mean(), H.mean(), l_bn + per_sample.detach().mean(), ce.detach().mean(), l_bn.detach(),
+                    l_adv.detach().mean(), (~ok).sum().float(), (z.detach().argmax(1) == y).float().mean(),
+                    torch.where(ok, g_norm, torch.nan).nanmean(),
+                ]).tolist()  # one device sync per step
+            self.stats.add(int(t.max()), dict(zip(_STEP_KEYS, vals)))
+        return eps_tilde
+
+    def _student_logits(self, v: Tensor) -> Tensor:
+        # Eval mode so synthesis neither uses nor updates the student's BN batch statistics; restored after.
+        s = self.student
+        was_training = s.training
+        s.eval()
+        try:
+            return s(v.to(_param_dtype(s))).float()
+        finally:
+            s.train(was_training)
+
+
+def _param_dtype(m: nn.Module) -> torch.dtype:
+    p = next(m.parameters(), None)
+    return torch.float32 if p is None or not p.is_floating_point() else p.dtype
+
+
+def _kl_teacher_student(z_t: Tensor, z_s: Tensor) -> Tensor:
+    """``KL(softmax(z_t) || softmax(z_s))`` per sample: ``[B, K], [B, K] -> [B]``."""
+    logp_t, logp_s = F.log_softmax(z_t, dim=1), F.log_softmax(z_s, dim=1)
+    return (logp_t.exp() * (logp_t - logp_s)).sum(dim=1)
+
+
+def make_cadr_eps_fn(eps_fn: EpsFn, teacher: nn.Module, labels: Tensor, alphas_cumprod: Tensor, cfg: CADRConfig,
+                     *, view: Callable[[Tensor], Tensor], student: Optional[nn.Module] = None,
+                     stats: Optional[GuidanceStats] = None) -> CADREpsFn:
+    """Wrap ``eps_fn`` with CADR guidance towards ``labels`` (DESIGN.md section 2, steps 1-8).
+
+    Args:
+        eps_fn: the prior, ``eps_fn(x_t [B, C, H, W], t [B] long) -> eps [B, C, H, W]``.
+        teacher: frozen classifier in eval mode (checked at each call; never modified: its mode,
+            parameters and ``.grad`` are left alone).
+        labels: ``[B]`` target classes of the batch (one wrapper per synthesis batch).
+        alphas_cumprod: ``[T]`` noise schedule of the prior (``abar``); read in float64.
+        cfg: :class:`CADRConfig`.
+        view: prior space -> teacher input, e.g. :func:`fastad.guidance.make_view`.
+        student: needed only when ``cfg.beta_adv > 0``; run in eval mode (mode restored), its
+            ``.grad`` untouched. Pass the bare module, not a DDP wrapper.
+        stats: a :class:`GuidanceStats` to append each step's statistics to.
+
+    Returns:
+        A :class:`CADREpsFn`: ``(x_t, t) -> eps_tilde``; use it as a context manager or call
+        ``close()`` to remove its BatchNorm hooks.
+    """
+    return CADREpsFn(eps_fn, teacher, labels, alphas_cumprod, cfg, view=view, student=student, stats=stats)

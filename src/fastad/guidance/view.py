@@ -1,0 +1,50 @@
+"""The guidance view: prior pixel space [-1, 1] -> the teacher's normalised input space."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from fastad.data.augment import augment
+from fastad.errors import UserError
+
+__all__ = ["make_view"]
+
+
+def make_view(
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    crop_padding: int = 0,
+    flip: bool = False,
+    generator: torch.Generator | None = None,
+) -> Callable[[Tensor], Tensor]:
+    """Return ``view(x)``: ``((x + 1) / 2 - mean) / std``, with optional random crop and flip.
+
+    ``x`` [B, C, H, W] in prior space [-1, 1] -> [B, C, H, W] in the teacher's input space, same
+    device and dtype. ``mean``/``std`` are the teacher's per-channel dataset statistics (length C).
+    Crop/flip (``fastad.data.augment``) run in [0, 1] space, before normalising, so the padding is
+    black as in teacher training; they are gathers, hence differentiable w.r.t. ``x``. Each call
+    draws fresh offsets/flips from ``generator`` (the default generator when None).
+    """
+    mean_l, std_l = [float(m) for m in mean], [float(s) for s in std]
+    if not mean_l or len(mean_l) != len(std_l):
+        raise UserError(f"view: mean {mean_l} and std {std_l} must be non-empty and of equal length")
+    if not all(math.isfinite(s) and s > 0 for s in std_l) or not all(math.isfinite(m) for m in mean_l):
+        raise UserError(f"view: std {std_l} must be finite and > 0, mean {mean_l} finite")
+    if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
+        raise UserError(f"view: crop_padding={crop_padding!r} must be an int >= 0")
+    c = len(mean_l)
+
+    def view(x: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != c:
+            raise UserError(f"view: expected images [B, {c}, H, W], got {list(x.shape)}")
+        u = augment((x + 1) / 2, crop_padding=crop_padding, flip=flip, generator=generator)
+        m = torch.tensor(mean_l, device=x.device, dtype=x.dtype).view(c, 1, 1)
+        s = torch.tensor(std_l, device=x.device, dtype=x.dtype).view(c, 1, 1)
+        return (u - m) / s
+
+    return view

@@ -1,0 +1,321 @@
+"""CADR guidance (DESIGN.md section 2, steps 1-8): invariants, a hand-computed L_BN, hook hygiene."""
+
+from __future__ import annotations
+
+import gc
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastad.diffusion import ddim_sample, ddim_timesteps
+from fastad.errors import UserError
+from fastad.guidance import (
+    BNStatsRecorder,
+    CADRConfig,
+    GuidanceStats,
+    cadr_gate,
+    entropy_nats,
+    make_cadr_eps_fn,
+    make_view,
+    normalize_grad,
+)
+from fastad.models import create_model
+
+ABAR = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)  # DDPM linear schedule
+VIEW = make_view([0.5], [0.25])
+B = 8
+
+
+def _freeze(m: nn.Module) -> nn.Module:
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny convs run fastest on one thread; two threads stall badly when the machine is busy."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def teacher() -> nn.Module:
+    """resnet8 (1 channel) fitted for 10 SGD steps on class-shifted noise: non-trivial BN statistics."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    m = create_model("resnet8", num_classes=10, in_channels=1)
+    y = torch.randint(0, 10, (64,), generator=g)
+    x = torch.randn(64, 1, 16, 16, generator=g) + (y.float() / 5 - 1).view(-1, 1, 1, 1)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    m.train()
+    for _ in range(10):
+        opt.zero_grad()
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return _freeze(m)
+
+
+def _inputs(seed: int = 100):
+    """x_t [B, 1, 16, 16], labels [B], and a deterministic eps_fn that depends on x_t."""
+    g = torch.Generator().manual_seed(seed)
+    x_t = torch.randn(B, 1, 16, 16, generator=g)
+    w = torch.randn(1, 1, 16, 16, generator=g)
+    return x_t, torch.arange(B), (lambda x, t: 0.5 * x + 0.1 * w)
+
+
+def _t(step: int) -> torch.Tensor:
+    return torch.full((B,), step, dtype=torch.long)
+
+
+def _preview(x_t: torch.Tensor, eps: torch.Tensor, step: int) -> torch.Tensor:
+    a = ABAR[step].float()
+    return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+
+def _bn_hooks(m: nn.Module) -> list[int]:
+    return [len(b._forward_pre_hooks) for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+
+
+# --- gate, entropy, normalisation -------------------------------------------------------------
+
+
+def test_gate_is_half_lambda_max_at_tau_and_fixed_is_constant() -> None:
+    cfg = CADRConfig(lambda_max=1.5, tau_ent=0.4, k_sigmoid=10.0)
+    lam = cadr_gate(torch.tensor([0.4, 0.0, 0.2, 1.0, 5.0]), cfg)
+    assert lam[0].item() == pytest.approx(0.75, abs=1e-7)
+    assert bool((lam[1:].diff() > 0).all()) and lam[-1].item() == pytest.approx(1.5, abs=1e-6)
+    assert lam[1].item() == pytest.approx(1.5 / (1 + math.exp(4.0)), rel=1e-6)
+    fixed = cadr_gate(torch.tensor([0.0, 0.4, 3.0]), CADRConfig(gate="fixed"))
+    assert torch.equal(fixed, torch.full((3,), 1.5))
+
+
+def test_entropy_in_nats() -> None:
+    H = entropy_nats(torch.tensor([[0.0] * 10, [100.0] + [0.0] * 9]))
+    assert H[0].item() == pytest.approx(math.log(10), rel=1e-6)
+    assert 0 <= H[1].item() < 1e-6
+
+
+def test_normalized_gradients_have_unit_norm() -> None:
+    g = torch.randn(5, 3, 4, 4) * torch.tensor([1e-4, 1e-2, 1.0, 1e2, 1e4]).view(5, 1, 1, 1)
+    norms = normalize_grad(g, 1e-12).flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones(5), atol=1e-5, rtol=0)
+
+
+def test_rectification_norm_is_lam_eta_xnorm(teacher: nn.Module) -> None:
+    """End to end: ||eps_tilde - eps|| = sqrt(1 - abar_t) * lam * eta * ||x_t|| per sample (unit g_hat)."""
+    x_t, y, eps_fn = _inputs()
+    cfg = CADRConfig(gate="fixed", lambda_max=1.2, eta=0.1, xi=1e-12)
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, cfg, view=VIEW) as guided:
+        delta = guided(x_t, _t(400)) - eps_fn(x_t, _t(400))
+    expected = (1 - ABAR[400]).sqrt().float() * 1.2 * 0.1 * x_t.flatten(1).norm(dim=1)
+    torch.testing.assert_close(delta.flatten(1).norm(dim=1), expected, rtol=1e-4, atol=0)
+
+
+# --- invariants of the wrapper ----------------------------------------------------------------
+
+
+def test_lambda_max_zero_returns_eps_exactly(teacher: nn.Module) -> None:
+    x_t, y, eps_fn = _inputs()
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, CADRConfig(lambda_max=0.0), view=VIEW) as guided:
+        out = guided(x_t, _t(400))
+    assert torch.equal(out, eps_fn(x_t, _t(400)))
+
+
+def test_rectified_step_lowers_teacher_ce(teacher: nn.Module) -> None:
+    """Eq. 8's sign: the rectified preview has lower CE; the seed code's sign (eps - ...) raises it."""
+    x_t, y, eps_fn = _inputs()
+    stats = GuidanceStats()
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, CADRConfig(), view=VIEW, stats=stats) as guided:
+        eps_tilde = guided(x_t, _t(400))
+    eps = eps_fn(x_t, _t(400))
+    with torch.no_grad():
+        ce = [F.cross_entropy(teacher(VIEW(_preview(x_t, e, 400))), y, reduction="none")
+              for e in (eps, eps_tilde, 2 * eps - eps_tilde)]  # plain, rectified, seed-code sign
+    assert ce[1].mean() < ce[0].mean() < ce[2].mean()
+    assert (ce[1] < ce[0]).float().mean() >= 0.75
+    assert stats.steps[0]["ce"] == pytest.approx(ce[0].mean().item(), rel=1e-5)
+
+
+def test_full_and_tweedie_agree_when_eps_ignores_x_t(teacher: nn.Module) -> None:
+    x_t, y, eps_fn = _inputs()
+    const = eps_fn(x_t, _t(0)).clone()
+    outs = {}
+    for mode in ("tweedie", "full"):
+        with make_cadr_eps_fn(lambda x, t: const, teacher, y, ABAR, CADRConfig(grad_mode=mode), view=VIEW) as f:
+            outs[mode] = f(x_t, _t(400))
+    torch.testing.assert_close(outs["full"], outs["tweedie"], atol=1e-6, rtol=1e-5)
+    # ... and "full" really differentiates through eps_fn when it mixes pixels of x_t.
+    w = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    mixing = lambda x, t: 0.5 * torch.tanh(x * w).roll(3, dims=3)  # noqa: E731
+    outs = {}
+    for mode in ("tweedie", "full"):
+        with make_cadr_eps_fn(mixing, teacher, y, ABAR, CADRConfig(grad_mode=mode), view=VIEW) as f:
+            outs[mode] = f(x_t, _t(400))
+    assert (outs["full"] - outs["tweedie"]).abs().max() > 1e-3
+
+
+def test_l_bn_matches_hand_computation() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.BatchNorm1d(3), nn.Linear(3, 4))
+    for bn in (net[1], net[5]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    _freeze(net)
+    x = torch.randn(6, 1, 7, 7)
+    rec = BNStatsRecorder(net)
+    with rec.record():
+        net(x)
+        l_bn = rec.loss()
+    assert rec.terms == []
+    h1 = net[0](x)
+    h2 = net[4](net[3](net[2](net[1](h1))))
+
+    def term(h: torch.Tensor, bn: nn.Module, dims: tuple[int, ...]) -> torch.Tensor:
+        mu = h.mean(dims)
+        var = ((h - mu.view(1, -1, *([1] * (h.ndim - 2)))) ** 2).mean(dims)  # biased batch variance
+        return ((mu - bn.running_mean) ** 2).sum() + ((var - bn.running_var) ** 2).sum()
+
+    expected = (term(h1, net[1], (0, 2, 3)) + term(h2, net[5], (0,))) / 2
+    torch.testing.assert_close(l_bn, expected, rtol=1e-5, atol=1e-6)
+    rec.remove()
+    assert _bn_hooks(net) == [0, 0]
+
+
+def test_hooks_registered_once_and_record_only_during_guidance(teacher: nn.Module) -> None:
+    x_t, y, eps_fn = _inputs()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    assert set(_bn_hooks(teacher)) == {0}
+    stats = GuidanceStats()
+    guided = make_cadr_eps_fn(eps_fn, teacher, y, ABAR, CADRConfig(), view=VIEW, stats=stats)
+    assert set(_bn_hooks(teacher)) == {1}
+    for step in (600, 400, 200, 0):
+        guided(x_t, _t(step))
+        assert set(_bn_hooks(teacher)) == {1} and guided.bn.terms == []
+    teacher(torch.randn(4, 1, 16, 16, requires_grad=True)).sum().backward()  # a normal use of the teacher
+    assert guided.bn.terms == []
+    assert len(stats.steps) == 4 and stats.summary()["steps"] == 4
+    assert not teacher.training and all(p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # params + running stats
+    guided.close()
+    assert set(_bn_hooks(teacher)) == {0}
+    with pytest.raises(RuntimeError, match="closed"):
+        guided(x_t, _t(0))
+    # A wrapper that is never closed still removes its hooks when collected.
+    make_cadr_eps_fn(eps_fn, teacher, y, ABAR, CADRConfig(), view=VIEW)(x_t, _t(10))
+    gc.collect()
+    assert set(_bn_hooks(teacher)) == {0}
+
+
+class _NaNForFirstSample(nn.Module):
+    """A BN-free toy teacher whose logits (and so gradient) are NaN for sample 0 only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bad = torch.zeros(x.shape[0], 1)
+        bad[0] = float("nan")
+        return self.fc(x.flatten(1)) + bad
+
+
+def test_nonfinite_sample_is_left_unrectified_and_counted() -> None:
+    torch.manual_seed(0)
+    x_t, y, eps_fn = _inputs()
+    stats = GuidanceStats()
+    with make_cadr_eps_fn(eps_fn, _freeze(_NaNForFirstSample()), y, ABAR, CADRConfig(gate="fixed"),
+                          view=VIEW, stats=stats) as guided:
+        out = guided(x_t, _t(400))
+    eps = eps_fn(x_t, _t(400))
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[0], eps[0])
+    assert bool(((out[1:] - eps[1:]).flatten(1).abs().amax(1) > 0).all())
+    assert stats.steps[0]["nonfinite"] == 1 and stats.summary()["nonfinite"] == 1
+
+
+# --- adversarial term, errors, view, sampler integration --------------------------------------
+
+
+def test_beta_adv_leaves_student_and_teacher_grads_alone(teacher: nn.Module) -> None:
+    x_t, y, eps_fn = _inputs()
+    torch.manual_seed(1)
+    student = create_model("resnet8", num_classes=10, in_channels=1).train()
+    with pytest.raises(UserError, match="beta_adv"):
+        make_cadr_eps_fn(eps_fn, teacher, y, ABAR, CADRConfig(beta_adv=1.0), view=VIEW)
+    stats = GuidanceStats()
+    running = student.bn1.running_mean.clone()
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, CADRConfig(beta_adv=1.0), view=VIEW, student=student,
+                          stats=stats) as f:
+        adv = f(x_t, _t(400))
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, CADRConfig(), view=VIEW) as f:
+        plain = f(x_t, _t(400))
+    assert torch.isfinite(adv).all() and (adv - plain).abs().max() > 1e-4
+    assert stats.steps[0]["l_adv"] < 0  # minus a KL divergence
+    assert all(p.grad is None for p in student.parameters()) and all(p.grad is None for p in teacher.parameters())
+    assert student.training and torch.equal(student.bn1.running_mean, running)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("lambda_max", -1.0), ("eta", float("nan")), ("tau_ent", -0.1), ("k_sigmoid", float("inf")), ("xi", 0.0),
+    ("gamma", -2), ("beta_adv", -1e-3), ("eta", "0.1"), ("gamma", True), ("grad_mode", "exact"), ("gate", "none"),
+])
+def test_bad_config_values_raise_user_error(field: str, value: object) -> None:
+    with pytest.raises(UserError, match=field) as e:
+        CADRConfig(**{field: value})
+    assert "\n" not in str(e.value)
+
+
+def test_bad_call_inputs_raise_user_error(teacher: nn.Module) -> None:
+    x_t, y, eps_fn = _inputs()
+    with make_cadr_eps_fn(eps_fn, teacher, y[:4], ABAR, CADRConfig(), view=VIEW) as f:
+        with pytest.raises(UserError, match="len\\(labels\\)"):
+            f(x_t, _t(0))
+    with pytest.raises(UserError, match="labels"):
+        make_cadr_eps_fn(eps_fn, teacher, y.float(), ABAR, CADRConfig(), view=VIEW)
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, CADRConfig(), view=VIEW) as f:
+        with pytest.raises(UserError, match="LongTensor"):
+            f(x_t, torch.tensor(5))
+        teacher.train()
+        try:
+            with pytest.raises(UserError, match="eval"):
+                f(x_t, _t(0))
+        finally:
+            teacher.eval()
+
+
+def test_view_formula_and_differentiable_augmentation() -> None:
+    x = torch.rand(3, 2, 6, 6) * 2 - 1
+    plain = make_view([0.1, 0.2], [0.5, 0.25])(x)
+    torch.testing.assert_close(plain[:, 1], ((x[:, 1] + 1) / 2 - 0.2) / 0.25)
+    x.requires_grad_(True)
+    aug = make_view([0.1, 0.2], [0.5, 0.25], crop_padding=2, flip=True, generator=torch.Generator().manual_seed(0))
+    (g,) = torch.autograd.grad((aug(x) ** 2).sum(), x)
+    assert g.abs().sum() > 0 and torch.isfinite(g).all()
+    with pytest.raises(UserError, match="std"):
+        make_view([0.5], [0.0])
+    with pytest.raises(UserError, match="channels|\\[B, 1"):
+        make_view([0.5], [0.5])(x)
+
+
+def test_with_ddim_sample_and_stats_summary(teacher: nn.Module) -> None:
+    x_t, y, eps_fn = _inputs()
+    stats = GuidanceStats()
+    ts = ddim_timesteps(1000, 3)
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, CADRConfig(), view=VIEW, stats=stats) as guided:
+        x0 = ddim_sample(guided, x_t, ABAR, ts)  # runs under no_grad: the wrapper opens its own grad
+    assert x0.shape == x_t.shape and torch.isfinite(x0).all() and not x0.requires_grad
+    s = stats.summary()
+    assert s["steps"] == 3 and [r["t"] for r in stats.steps] == ts.tolist()
+    assert {"gate_mean", "entropy_mean", "loss", "ce", "l_bn", "nonfinite", "preview_acc", "preview_acc_last"} <= set(s)
+    assert 0 < s["gate_mean"] <= 1.5 and s["l_bn"] > 0 and s["loss"] > s["ce"]
+    stats.reset()
+    assert stats.summary() == {"steps": 0}
