@@ -36,15 +36,6 @@ def _freeze(m: nn.Module) -> nn.Module:
     return m
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convs run fastest on one thread; two threads stall badly when the machine is busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def teacher() -> nn.Module:
     """resnet8 (1 channel) fitted for 10 SGD steps on class-shifted noise: non-trivial BN statistics."""

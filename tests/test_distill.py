@@ -1,0 +1,182 @@
+"""``fastad distill`` end to end with tiny models: outputs, guidance modes, exports, exact resume after
+SIGKILL, the data-free rule, conditioning, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fastad.cli.main import main
+from fastad.diffusion import build_unet, save_prior
+from fastad.models import create_model, save_classifier
+
+FMNIST_MEAN, FMNIST_STD = [0.2860], [0.3530]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    """A test-only Fashion-MNIST-format folder, a tiny teacher and two tiny priors (random weights)."""
+    from conftest import make_fmnist_like
+
+    root = tmp_path_factory.mktemp("assets")
+    data = make_fmnist_like(root / "fmnist", n_train=20, n_test=60)
+    for f in data.glob("train-*"):
+        f.unlink()  # the data-free rule: distillation must never need the train split
+    torch.manual_seed(0)
+    teacher = create_model("resnet8", num_classes=10, in_channels=1)
+    save_classifier(root / "teacher.safetensors", teacher, {
+        "arch": "resnet8", "num_classes": 10, "in_channels": 1, "input_size": [28, 28], "dataset": "fashion_mnist",
+        "mean": FMNIST_MEAN, "std": FMNIST_STD})
+    for name, classes in (("prior", None), ("prior_cond", 10)):
+        unet = build_unet(sample_size=28, in_channels=1, block_out_channels=(8, 16, 16), num_class_embeds=classes)
+        save_prior(root / name, unet, num_train_timesteps=100)
+    return {"data": data, "teacher": root / "teacher.safetensors", "prior": root / "prior",
+            "prior_cond": root / "prior_cond"}
+
+
+def distill_args(assets, out, *extra, rounds=3):
+    return ["distill", "--teacher", assets["teacher"], "--prior", assets["prior"], "--out", out, "--epochs", rounds,
+            "--set", f"data.root={assets['data']}", "--set", "distillation.teacher_arch=resnet8",
+            "--set", "distillation.student_arch=resnet8", "--set", "distillation.num_classes=10",
+            "--set", "distillation.image_size=[28, 28]", "--set", "distillation.synthesis_batch_size=8",
+            "--set", "distillation.train_batch_size=8", "--set", "distillation.train_iterations=2",
+            "--set", "distillation.buffer_size=16", "--set", "distillation.eval_every=2",
+            "--set", "fast_ad.ddim_steps=2", "--set", "fast_ad.T=100", "--set", "logging.progress=false",
+            "--set", "logging.tensorboard=false", *extra]
+
+
+def run_cli(args, capsys):
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("guidance", ["cadr", "fixed", "none"])
+def test_distill_end_to_end(assets, tmp_path, capsys, guidance):
+    out = tmp_path / "run"
+    rc, stdout, err = run_cli(distill_args(assets, out, "--guidance", guidance), capsys)
+    assert rc == 0, err
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "student.safetensors", "summary.json"):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "grids").iterdir()) == ["round_00002.png", "round_00003.png"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images_synthesized"] == 24 and summary["rounds"] == 3 and summary["guidance"] == guidance
+    assert 0 <= summary["student_top1"] <= 100 and 0 <= summary["teacher_top1"] <= 100
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["buffer_size"] == 16  # FIFO capacity bound
+    assert "eval/top1" in rows[1] and "eval/top1" not in rows[0]
+    if guidance == "none":
+        assert not any(k.startswith("guidance/") and v for r in rows for k, v in r.items() if "steps" in k)
+    else:
+        assert any(k.startswith("guidance/") for k in rows[0])
+    assert "student top-1" in stdout and "images synthesised" in stdout
+
+
+def test_save_images(assets, tmp_path, capsys):
+    out = tmp_path / "png"
+    assert run_cli(distill_args(assets, out, "--save-images", "png", rounds=1), capsys)[0] == 0
+    pngs = list((out / "synthetic").rglob("*.png"))
+    assert len(pngs) == 8 and len({p.parent.name for p in pngs}) == 8  # balanced: 8 different classes
+    out = tmp_path / "npz"
+    assert run_cli(distill_args(assets, out, "--save-images", "npz", rounds=2), capsys)[0] == 0
+    z = np.load(out / "synthetic" / "round_00002.npz")
+    assert z["images"].shape == (8, 1, 28, 28) and z["images"].dtype == np.uint8 and z["labels"].shape == (8,)
+
+
+def test_resume_after_sigkill_is_bit_identical(assets, tmp_path, capsys):
+    """A run killed with SIGKILL after round k and resumed ends with the same student as an uninterrupted run."""
+    rounds = 6
+    extra = ["--set", "distillation.train_iterations=15", "--set", "fast_ad.ddim_steps=3"]
+    straight = tmp_path / "straight"
+    assert run_cli(distill_args(assets, straight, *extra, rounds=rounds), capsys)[0] == 0
+
+    killed = tmp_path / "killed"
+    args = [sys.executable, "-m", "fastad", *[str(a) for a in distill_args(assets, killed, *extra, rounds=rounds)]]
+    proc = subprocess.Popen(args, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "summary.json").exists()
+    done = torch.load(killed / "last.pt", weights_only=True)["progress"]["round"]
+    assert 1 <= done < rounds
+
+    assert run_cli(["distill", "--resume", killed], capsys)[0] == 0
+    a, b = load_file(straight / "student.safetensors"), load_file(killed / "student.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(l)["round"] for l in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(1, rounds + 1))
+
+
+def test_reads_only_the_test_split(assets, tmp_path, capsys, monkeypatch):
+    """The data-free rule: the train split's files are absent (see ``assets``) and never requested."""
+    import fastad.distill.loop as loop
+
+    requested = []
+    real = loop.load_dataset
+
+    def spy(name, split, **kw):
+        requested.append(split)
+        return real(name, split, **kw)
+
+    monkeypatch.setattr(loop, "load_dataset", spy)
+    assert not list(assets["data"].glob("train-*"))
+    assert run_cli(distill_args(assets, tmp_path / "r", rounds=1), capsys)[0] == 0
+    assert requested == ["test"]
+
+
+def test_class_conditional_prior(assets, tmp_path, capsys):
+    rc, _, err = run_cli(distill_args(assets, tmp_path / "c", "--prior", assets["prior_cond"], rounds=1), capsys)
+    assert rc == 0, err
+    rc, _, err = run_cli(distill_args(assets, tmp_path / "d", "--prior", assets["prior_cond"],
+                                      "--set", "distillation.conditioning=none", rounds=1), capsys)
+    assert rc == 2 and "class-conditional" in err
+
+
+@pytest.mark.parametrize("change, needle", [
+    (["--set", "distillation.diffusion_checkpoint=null", "--prior", ""], "diffusion_checkpoint"),
+    (["--set", "distillation.image_size=[32, 32]"], "makes 1x28x28 images"),
+    (["--set", "fast_ad.T=1000"], "fast_ad.T"),
+    (["--set", "distillation.num_classes=100"], "distillation.num_classes"),
+    (["--teacher", "nope.safetensors"], "nope.safetensors"),
+])
+def test_bad_input_one_line(assets, tmp_path, capsys, change, needle):
+    rc, _, err = run_cli(distill_args(assets, tmp_path / "x", *change, rounds=1), capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_balanced_labels():
+    from fastad.distill import balanced_labels
+
+    g = torch.Generator().manual_seed(0)
+    y = balanced_labels(64, 10, generator=g)
+    counts = torch.bincount(y, minlength=10)
+    assert counts.sum() == 64 and counts.max() - counts.min() <= 1
+
+
+def test_kd_loss_matches_definition():
+    from fastad.distill import kd_loss
+
+    s, t = torch.randn(5, 7), torch.randn(5, 7)
+    p_t = torch.softmax(t / 4, 1)
+    want = 16 * (p_t * (torch.log(p_t) - torch.log_softmax(s / 4, 1))).sum(1).mean()
+    assert torch.allclose(kd_loss(s, t, 4.0), want, atol=1e-6)
+    assert kd_loss(t, t, 4.0).abs() < 1e-6
