@@ -41,7 +41,7 @@ def models(tmp_path_factory):
 def _sample(models, tmp_path, capsys, *extra, name="s"):
     png, npz = tmp_path / f"{name}.png", tmp_path / f"{name}.npz"
     rc, out, err = run_cli(["sample", "--prior", models / "prior", "--n", 6, "--steps", 3, "--out", png, "--npz", npz,
-                            "--no-progress", *extra], capsys)
+                            "--no-progress", "--device", "cpu", *extra], capsys)
     assert rc == 0, err
     return png, dict(np.load(npz)), out
 
@@ -79,7 +79,7 @@ def test_teacher_captions_each_cell(models, tmp_path, capsys):
 
 
 def test_class_conditional_labels(models, tmp_path, capsys):
-    base = ["sample", "--prior", models / "cond", "--n", 4, "--steps", 2, "--no-progress"]
+    base = ["sample", "--prior", models / "cond", "--n", 4, "--steps", 2, "--no-progress", "--device", "cpu"]
     rc, _, err = run_cli([*base, "--out", tmp_path / "a.png", "--npz", tmp_path / "a.npz", "--class-labels", 3], capsys)
     assert rc == 0, err
     assert np.load(tmp_path / "a.npz")["class_labels"].tolist() == [3, 3, 3, 3]
@@ -99,7 +99,8 @@ def test_class_conditional_labels(models, tmp_path, capsys):
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, models, tmp_path, capsys):
     args = [a.replace("MODELS", str(models)) for a in args]
-    rc, out, err = run_cli(["sample", "--steps", 2, "--n", 2, "--no-progress", "--out", tmp_path / "x.png", *args], capsys)
+    rc, out, err = run_cli(["sample", "--steps", 2, "--n", 2, "--no-progress", "--device", "cpu",
+                            "--out", tmp_path / "x.png", *args], capsys)
     assert rc == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err

@@ -15,8 +15,9 @@ from fastad.cli.main import main
 from fastad.data import load_dataset
 from fastad.diffusion import load_prior
 
-# A tiny UNet and a few steps: each run takes a few seconds on one core.
-TINY = ["--set", "diffusion.block_out_channels=[8,16,16]", "--set", "diffusion.batch_size=8",
+# A tiny UNet and a few steps: each run takes a few seconds on one core. CPU even where a GPU is
+# present: the bit-identical resume and the batch checks assume CPU tensors and kernels.
+TINY = ["--device", "cpu", "--set", "diffusion.block_out_channels=[8,16,16]", "--set", "diffusion.batch_size=8",
         "--set", "diffusion.sample_steps=3", "--set", "diffusion.sample_images=4", "--set", "diffusion.save_every=100",
         "--set", "diffusion.warmup_steps=2", "--set", "logging.log_every=2", "--set", "logging.progress=false"]
 
