@@ -56,6 +56,9 @@ def test_grid_and_npz(models, tmp_path, capsys):
     # Deterministic DDIM: the same seed gives the same images whatever the batch size.
     _, again, _ = _sample(models, tmp_path, capsys, "--batch-size", 4, name="again")
     assert np.array_equal(arrays["images"], again["images"])
+    # --no-clip-x0 overrides the scheduler config's clip_sample (a random UNet's previews leave [-1, 1]).
+    _, unclipped, out = _sample(models, tmp_path, capsys, "--no-clip-x0", name="unclipped")
+    assert "unclipped" in out and not np.array_equal(arrays["images"], unclipped["images"])
 
 
 def test_teacher_captions_each_cell(models, tmp_path, capsys):
@@ -67,7 +70,8 @@ def test_teacher_captions_each_cell(models, tmp_path, capsys):
     from fastad.models import load_classifier
 
     teacher, _ = load_classifier(models / "teacher.safetensors")
-    x = sample_prior(load_prior(models / "prior"), 6, steps=3, generator=torch.Generator().manual_seed(0))
+    # The saved scheduler config says clip_sample: true, which is the command's default.
+    x = sample_prior(load_prior(models / "prior"), 6, steps=3, generator=torch.Generator().manual_seed(0), clip_x0=True)
     with torch.no_grad():
         probs = teacher(((x.clamp(-1, 1) + 1) / 2 - MEAN[0]) / STD[0]).softmax(1)
     assert np.array_equal(pred, probs.argmax(1).numpy())

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity ddim_eta (default 0: deterministic)")
     p.add_argument("--spacing", default="leading", choices=("leading", "trailing", "linspace"),
                    help="DDIM timestep spacing (default leading, as diffusers' DDIMScheduler)")
+    p.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=None,
+                   help="clamp each step's preview x0_hat to [-1, 1] (diffusers' clip_sample); default: what the "
+                        "prior's scheduler config says (diffusers' default when absent: on)")
     p.add_argument("--seed", type=int, default=0, help="seed of the start noise (default 0)")
     p.add_argument("--batch-size", type=int, default=64, help="images per sampler batch (default 64)")
     p.add_argument("--class-labels", type=int, nargs="+", metavar="K",
@@ -92,10 +95,11 @@ def run(args: argparse.Namespace) -> None:
     elif args.class_labels:
         raise UserError(f"prior '{args.prior}' is unconditional; --class-labels needs a class-conditional prior")
 
+    clip = args.clip_x0 if args.clip_x0 is not None else bool(prior.scheduler_config.get("clip_sample", True))
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     x = sample_prior(prior, args.n, steps=args.steps, ddim_eta=args.eta, spacing=args.spacing, generator=gen,
-                     batch_size=args.batch_size, class_labels=labels, progress=not args.no_progress)
+                     batch_size=args.batch_size, class_labels=labels, clip_x0=clip, progress=not args.no_progress)
     seconds = time.perf_counter() - t0
     images = to_uint8(x)
 
@@ -110,8 +114,8 @@ def run(args: argparse.Namespace) -> None:
     if args.npz:
         Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.npz, **arrays)
-    line = (f"{args.n} images ({C}x{H}x{W}), {args.steps} DDIM steps in {seconds:.1f}s: {args.n / seconds:.2f} images/s"
-            f" on {device} -> {args.out}" + (f", {args.npz}" if args.npz else ""))
+    line = (f"{args.n} images ({C}x{H}x{W}), {args.steps} DDIM steps ({'clipped' if clip else 'unclipped'} x0_hat)"
+            f" in {seconds:.1f}s: {args.n / seconds:.2f} images/s on {device} -> {args.out}" + (f", {args.npz}" if args.npz else ""))
     if teacher is not None:
         counts = torch.bincount(pred, minlength=len(names)).tolist()
         line += "; teacher's classes: " + ", ".join(f"{names[k]} {c}" for k, c in enumerate(counts) if c)

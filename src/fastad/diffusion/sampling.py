@@ -35,6 +35,7 @@ def sample_prior(
     generator: torch.Generator,
     batch_size: int = 64,
     class_labels: Optional[Tensor] = None,
+    clip_x0: bool = False,
     progress: bool = False,
 ) -> Tensor:
     """``n`` images from ``prior`` with DDIM; returns float32 ``[n, C, H, W]`` on CPU, prior space
@@ -42,7 +43,8 @@ def sample_prior(
 
     ``x_T`` is drawn with ``generator`` on its device (CPU for a CPU generator) and moved to the
     prior's device batch by batch. ``class_labels`` ``[n]`` is required for a class-conditional
-    prior and refused for an unconditional one.
+    prior and refused for an unconditional one. ``clip_x0`` clamps each step's preview to [-1, 1]
+    (diffusers' ``clip_sample``).
     """
     if n < 1 or batch_size < 1:
         raise UserError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
@@ -55,7 +57,7 @@ def sample_prior(
     for s in range(0, n, batch_size):
         labels = None if class_labels is None else class_labels[s:s + batch_size].to(device)
         x = ddim_sample(prior.bind(labels), x_T[s:s + batch_size].to(device), prior.alphas_cumprod, ts,
-                        ddim_eta=ddim_eta, generator=generator, progress=progress)
+                        ddim_eta=ddim_eta, generator=generator, clip_x0=clip_x0, progress=progress)
         out.append(x.float().cpu())
     return torch.cat(out)
 

@@ -129,7 +129,8 @@ def _write_grid(path: Path, ema: nn.Module, abar: Tensor, cfg: Config, data: Tra
                   num_class_embeds=getattr(ema.config, "num_class_embeds", None), prediction_type="epsilon",
                   scheduler_config={}, path=str(path.parent))
     x = sample_prior(prior, d.sample_images, steps=d.sample_steps, generator=torch.Generator().manual_seed(cfg.run.seed),
-                     batch_size=min(d.sample_images, 256), class_labels=_grid_labels(cfg, data, d.sample_images))
+                     batch_size=min(d.sample_images, 256), class_labels=_grid_labels(cfg, data, d.sample_images),
+                     clip_x0=d.sample_clip)
     return save_grid(path, to_uint8(x), scale=view_scale(info.image_size[1]))
 
 
