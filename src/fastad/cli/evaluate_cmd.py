@@ -49,9 +49,8 @@ def run(args: argparse.Namespace) -> None:
     from fastad.data import load_dataset
     from fastad.models import read_classifier_meta
     from fastad.train.evaluate import accuracy_report, predict
-    from fastad.utils.runtime import resolve_device, set_threads
+    from fastad.utils.runtime import resolve_device
 
-    set_threads(0)
     device = resolve_device(args.device)
     if args.batch_size < 1:
         raise UserError(f"--batch-size: got {args.batch_size}; expected an integer >= 1")

@@ -17,7 +17,7 @@ class RunConfig:
     seed: int = option(0, "random seed for torch, numpy and python; every run is reproducible from it", ge=0)
     device: str = option("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'")
     out: str | None = option(None, "output folder of the run; default runs/<command>-<timestamp>")
-    threads: int = option(0, "CPU threads for torch; 0 = all cores of this machine", ge=0)
+    threads: int = option(0, "CPU threads for torch; 0 = torch's default (all cores)", ge=0)
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from pathlib import Path
@@ -29,8 +28,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def set_threads(n: int) -> None:
-    """0 = all cores this process may use."""
-    torch.set_num_threads(n if n > 0 else max(1, len(os.sched_getaffinity(0))))
+    """n > 0 pins torch's intra-op threads; 0 keeps torch's own choice (its default is the core count)."""
+    if n > 0:
+        torch.set_num_threads(n)
 
 
 def seed_everything(seed: int) -> torch.Generator:
