@@ -164,6 +164,9 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
             targets = balanced_labels(d.synthesis_batch_size, d.num_classes, generator=gen)
             synth.stats.reset()
             images = synth(targets, generator=gen)
+            with torch.no_grad():  # does the teacher see the target class in what was synthesised?
+                probs = teacher(norm((images + 1) / 2)).softmax(1).cpu()
+            agreement = 100.0 * (probs.argmax(1) == targets).float().mean().item()
             buffer.push(images.cpu(), targets)
             newest = images.cpu()
             prog.images += len(targets)
@@ -193,6 +196,8 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
 
             record = {"round": rnd, "train/kd_loss": float(np.mean(losses)), "train/lr": lr,
                       "images_synthesized": prog.images, "buffer_size": len(buffer),
+                      "synthesis/teacher_agreement": agreement,
+                      "synthesis/teacher_confidence": probs.max(1).values.mean().item(),
                       **{f"guidance/{k}": v for k, v in synth.stats.summary().items()}}
             # 3. evaluation on the real test split
             if rnd % d.eval_every == 0 or rnd == d.epochs:
