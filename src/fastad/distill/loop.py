@@ -154,7 +154,6 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
         _drop_rows_after(out / "metrics.jsonl", prog.round)  # rounds logged after the checkpoint are redone
     logger = RunLogger(out, tensorboard=cfg.logging.tensorboard)
     bar = tqdm(total=d.epochs, initial=prog.round, desc="distill", disable=not cfg.logging.progress, unit="round")
-    newest: Tensor | None = None
     try:
         while prog.round < d.epochs:
             rnd = prog.round + 1
@@ -169,6 +168,10 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
             agreement = 100.0 * (probs.argmax(1) == targets).float().mean().item()
             buffer.push(images.cpu(), targets)
             newest = images.cpu()
+            # Grid captions: target class, then the teacher's prediction and confidence.
+            conf, pred = probs.max(1)
+            captions = [f"{info.class_names[y][:9]}\n{info.class_names[p][:6]} {c:.0%}"
+                        for y, p, c in zip(targets.tolist(), pred.tolist(), conf.tolist())]
             prog.images += len(targets)
             _export(cfg, out, rnd, newest, targets)
             prog.timing.synthesis += time.time() - t0
@@ -207,7 +210,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
                 rep = accuracy_report(logits, labels, num_classes=d.num_classes)
                 prog.last_top1 = rep["top1"]
                 record.update({"eval/top1": rep["top1"], "eval/top5": rep.get("top5")})
-                save_grid(out / "grids" / f"round_{rnd:05d}.png", to_uint8(newest), scale=2)
+                save_grid(out / "grids" / f"round_{rnd:05d}.png", to_uint8(newest), scale=2, captions=captions)
                 prog.timing.evaluation += time.time() - t0
                 if rep["top1"] > prog.best_top1:
                     prog.best_top1 = rep["top1"]
