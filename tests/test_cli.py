@@ -67,10 +67,8 @@ def test_resume_is_exact(tiny_fmnist, tmp_path, capsys):
     assert run_cli(teacher_args(tiny_fmnist, tmp_path / "a", *flat), capsys)[0] == 0
     b = tmp_path / "b"
     assert run_cli(teacher_args(tiny_fmnist, b, *flat, "--epochs", "1"), capsys)[0] == 0
-    cfg = yaml.safe_load((b / "config.yaml").read_text())
-    cfg["teacher_training"]["epochs"] = 2
-    (b / "config.yaml").write_text(yaml.safe_dump(cfg))
-    assert run_cli(["train-teacher", "--resume", b], capsys)[0] == 0
+    assert run_cli(["train-teacher", "--resume", b, "--epochs", "2"], capsys)[0] == 0
+    assert yaml.safe_load((b / "config.yaml").read_text())["teacher_training"]["epochs"] == 2
     wa, wb = load_file(tmp_path / "a" / "teacher.safetensors"), load_file(b / "teacher.safetensors")
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -86,6 +84,7 @@ def test_resume_is_exact(tiny_fmnist, tmp_path, capsys):
         (["train-teacher", "--set", "data.root=/nonexistent/fmnist"], "/nonexistent/fmnist"),
         (["evaluate", "--checkpoint", "missing.safetensors"], "missing.safetensors"),
         (["train-teacher", "--resume", "/nonexistent/run"], "--resume"),
+        (["train-teacher", "--resume", "/nonexistent/run", "--seed", "3"], "only --epochs may be given"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, needle, tiny_fmnist, capsys):

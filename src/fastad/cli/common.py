@@ -34,3 +34,25 @@ def existing_file(path: str, what: str) -> Path:
     if not p.exists():
         raise UserError(f"{what} '{p}' not found")
     return p
+
+
+def resumed_config(args: argparse.Namespace, command: str, *, extend_key: str, extend_flag: str) -> tuple[Config, Path]:
+    """Config of a run being resumed: RUN_DIR/config.yaml, optionally extended by one flag.
+
+    Other configuration flags are refused: a resumed run keeps the config it started with.
+    """
+    from fastad.config import save_config
+
+    extend = getattr(args, extend_flag.lstrip("-").replace("-", "_"), None)
+    given = [flag for flag in ("--config", "--set", "--device", "--seed", "--out", "--arch", "--dataset", "--teacher",
+                               "--prior", "--guidance", "--save-images", "--class-conditional")
+             if getattr(args, flag.lstrip("-").replace("-", "_"), None)]
+    if given:
+        raise UserError(f"--resume takes its config from RUN_DIR/config.yaml; only {extend_flag} may be given "
+                        f"with it, not {', '.join(given)}")
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"--resume '{run_dir}': no config.yaml there (not a {command} run folder)")
+    cfg = load_config(run_dir / "config.yaml", [f"{extend_key}={extend}"] if extend is not None else [])
+    save_config(cfg, run_dir / "config.yaml")  # an extended run's config says so
+    return cfg, run_dir

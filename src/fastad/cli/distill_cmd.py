@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from fastad.cli.common import add_config_flags, config_from_args
-from fastad.config import load_config
-from fastad.errors import UserError
+from fastad.cli.common import add_config_flags, config_from_args, resumed_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior", metavar="DIR", help="diffusers-format prior folder (distillation.diffusion_checkpoint)")
     p.add_argument("--guidance", choices=("cadr", "fixed", "none"), help="guidance mode (fast_ad.guidance)")
     p.add_argument("--save-images", choices=("png", "npz"), help="export every synthesised image (distillation.save_images)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt (with --epochs: extend it)")
     p.set_defaults(run=run)
 
 
@@ -34,10 +31,8 @@ def run(args: argparse.Namespace) -> None:
     from fastad.utils.runtime import prepare_run
 
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise UserError(f"--resume '{run_dir}': no config.yaml there (not a distill run folder)")
-        summary = distill(load_config(run_dir / "config.yaml"), run_dir, resume=True)
+        cfg, run_dir = resumed_config(args, "distill", extend_key="distillation.epochs", extend_flag="--epochs")
+        summary = distill(cfg, run_dir, resume=True)
     else:
         flags = {"distillation.teacher_checkpoint": args.teacher, "distillation.diffusion_checkpoint": args.prior,
                  "fast_ad.guidance": args.guidance, "distillation.save_images": args.save_images}

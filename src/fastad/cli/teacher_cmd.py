@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from fastad.cli.common import add_config_flags, config_from_args
-from fastad.config import load_config
-from fastad.errors import UserError
+from fastad.cli.common import add_config_flags, config_from_args, resumed_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_flags(p, epochs_help="training epochs (teacher_training.epochs)")
     p.add_argument("--arch", help="zoo model (teacher_training.arch), e.g. resnet20")
     p.add_argument("--dataset", help="dataset name (data.dataset), e.g. fashion_mnist")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt (with --epochs: extend it)")
     p.set_defaults(run=run)
 
 
@@ -30,10 +27,8 @@ def run(args: argparse.Namespace) -> None:
     from fastad.utils.runtime import prepare_run
 
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise UserError(f"--resume '{run_dir}': no config.yaml there (not a train-teacher run folder)")
-        cfg = load_config(run_dir / "config.yaml")
+        cfg, run_dir = resumed_config(args, "train-teacher", extend_key="teacher_training.epochs",
+                                      extend_flag="--epochs")
         summary = train_teacher(cfg, run_dir, resume=True)
     else:
         args.set = list(args.set) + [f"teacher_training.arch={args.arch}"] * bool(args.arch) \
