@@ -118,7 +118,8 @@ def test_resume_in_two_halves_is_bit_identical(tiny_fmnist, tmp_path, capsys):
     sa, sb = torch.load(a / "last.pt", weights_only=True), torch.load(b / "last.pt", weights_only=True)
     assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
     assert [json.loads(l)["step"] for l in (b / "metrics.jsonl").read_text().splitlines()] == [2, 4]
-    assert load_prior(b / "prior").metadata["steps"] == 4
+    meta = load_prior(b / "prior").metadata
+    assert meta["steps"] == 4 and len(meta["commands"]) == 2 and "--resume" in meta["commands"][1]
 
 
 def test_class_conditional_run_reads_labels(tiny_fmnist, tmp_path, capsys, recorder):

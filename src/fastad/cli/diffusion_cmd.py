@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 from fastad.cli.common import add_config_flags, config_from_args
@@ -31,11 +30,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command line as parsed (not ``sys.argv``, which is the host's when ``main`` is called
+    from Python), recorded in the prior's metadata."""
+    parts = ["fastad", "train-diffusion"]
+    for flag, value in (("--config", args.config), ("--device", args.device), ("--seed", args.seed),
+                        ("--out", args.out), ("--steps", args.steps), ("--dataset", args.dataset),
+                        ("--resume", args.resume)):
+        if value is not None:
+            parts += [flag, str(value)]
+    parts += ["--class-conditional"] * args.class_conditional
+    for item in args.set:
+        parts += ["--set", item]
+    return shlex.join(parts)
+
+
 def run(args: argparse.Namespace) -> None:
     from fastad.diffusion.train import train_diffusion  # heavy imports only when the command runs
     from fastad.utils.runtime import prepare_run
 
-    command = shlex.join(["fastad", *sys.argv[1:]])
+    command = _command(args)
     if args.resume:
         given = [f for f, v in (("--config", args.config), ("--set", args.set), ("--device", args.device),
                                 ("--seed", args.seed), ("--out", args.out), ("--dataset", args.dataset),

@@ -163,7 +163,7 @@ def train_diffusion(cfg: Config, out: Path, *, resume: bool = False, command: Op
     opt = torch.optim.AdamW(unet.parameters(), lr=d.lr, weight_decay=d.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / d.warmup_steps) if d.warmup_steps else 1.0)
 
-    step, wall_prev, recent = 0, 0.0, deque(maxlen=100)
+    step, wall_prev, recent, commands = 0, 0.0, deque(maxlen=100), []
     ckpt_path = out / "last.pt"
     if resume:
         if not ckpt_path.is_file():
@@ -177,11 +177,14 @@ def train_diffusion(cfg: Config, out: Path, *, resume: bool = False, command: Op
         sched.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"], gen)
         step, wall_prev, recent = state["step"], state["wall_seconds"], deque(state["recent_losses"], maxlen=100)
+        commands = list(state.get("commands", []))
+    commands.append(command)  # every command that contributed steps, for provenance
 
     def save_checkpoint() -> None:
         atomic_torch_save({"model": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                            "scheduler": sched.state_dict(), "rng": rng_state(gen), "step": step,
-                           "wall_seconds": time.time() - t0, "recent_losses": list(recent)}, ckpt_path)
+                           "wall_seconds": time.time() - t0, "recent_losses": list(recent),
+                           "commands": commands}, ckpt_path)
 
     images = data.images.to(device)  # uint8 on the device: 10k 28x28 images are 8 MB
     labels = None if data.labels is None else data.labels.to(device)
@@ -240,7 +243,7 @@ def train_diffusion(cfg: Config, out: Path, *, resume: bool = False, command: Op
         "source": src, "class_conditional": d.class_conditional, "labels_read": d.class_conditional,
         "class_names": list(info.class_names), "channels": info.channels, "image_size": list(info.image_size),
         "steps": step, "batch_size": d.batch_size, "wall_seconds": wall, "final_loss": final_loss,
-        "diffusion": dataclasses.asdict(d), "seed": cfg.run.seed, "command": command,
+        "diffusion": dataclasses.asdict(d), "seed": cfg.run.seed, "command": command, "commands": commands,
         "git_commit": _git_commit(), "fastad_version": __version__,
     }
     prior_dir = save_prior(out / "prior", ema, num_train_timesteps=d.num_train_timesteps, beta_schedule=d.beta_schedule,
