@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from pathlib import Path
 
-from fastad.cli.common import add_config_flags, config_from_args
-from fastad.config import load_config, save_config
-from fastad.errors import UserError
+from fastad.cli.common import add_config_flags, config_from_args, resumed_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,18 +48,7 @@ def run(args: argparse.Namespace) -> None:
 
     command = _command(args)
     if args.resume:
-        given = [f for f, v in (("--config", args.config), ("--set", args.set), ("--device", args.device),
-                                ("--seed", args.seed), ("--out", args.out), ("--dataset", args.dataset),
-                                ("--class-conditional", args.class_conditional)) if v]
-        if given:
-            raise UserError(f"--resume takes its config from RUN_DIR/config.yaml; only --steps may be given with it, "
-                            f"not {', '.join(given)}")
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise UserError(f"--resume '{run_dir}': no config.yaml there (not a train-diffusion run folder)")
-        sets = [f"diffusion.steps={args.steps}"] if args.steps is not None else []
-        cfg = load_config(run_dir / "config.yaml", sets)
-        save_config(cfg, run_dir / "config.yaml")  # a raised step count is part of the run's config now
+        cfg, run_dir = resumed_config(args, "train-diffusion", extend_key="diffusion.steps", extend_flag="--steps")
         summary = train_diffusion(cfg, run_dir, resume=True, command=command)
     else:
         args.set = list(args.set) + [f"data.dataset={args.dataset}"] * bool(args.dataset) \
