@@ -34,7 +34,7 @@ from fastad.diffusion.prior import Prior, build_unet, save_prior
 from fastad.diffusion.sampling import balanced_labels, sample_prior
 from fastad.errors import UserError
 from fastad.utils.images import save_grid, to_uint8, view_scale
-from fastad.utils.io import atomic_json, atomic_torch_save
+from fastad.utils.io import atomic_json, atomic_torch_save, load_resume_state
 from fastad.utils.logger import RunLogger
 from fastad.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
 
@@ -166,9 +166,7 @@ def train_diffusion(cfg: Config, out: Path, *, resume: bool = False, command: Op
     step, wall_prev, recent, commands = 0, 0.0, deque(maxlen=100), []
     ckpt_path = out / "last.pt"
     if resume:
-        if not ckpt_path.is_file():
-            raise UserError(f"--resume: no last.pt in '{out}'")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = load_resume_state(out)
         if state["step"] > d.steps:
             raise UserError(f"--resume: '{out}' is at step {state['step']}, beyond diffusion.steps={d.steps}")
         unet.load_state_dict(state["model"])

@@ -30,7 +30,7 @@ from fastad.guidance import CADRConfig, make_view
 from fastad.models import create_model, load_classifier, load_weights, read_classifier_meta, save_classifier
 from fastad.train.evaluate import accuracy_report, normalizer, predict
 from fastad.utils.images import save_grid, to_uint8
-from fastad.utils.io import atomic_json, atomic_torch_save
+from fastad.utils.io import atomic_json, atomic_torch_save, load_resume_state
 from fastad.utils.logger import RunLogger
 from fastad.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
 
@@ -134,9 +134,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
     prog = Progress()
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume:
-        if not last_path.is_file():
-            raise UserError(f"--resume: no last.pt in '{out}'")
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        state = load_resume_state(out)
         student.load_state_dict(state["student"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

@@ -16,10 +16,9 @@ from tqdm import tqdm
 
 from fastad.config import Config
 from fastad.data import augment, iterate_batches, load_dataset, to_float
-from fastad.errors import UserError
 from fastad.models import create_model, save_classifier
 from fastad.train.evaluate import accuracy_report, normalizer, predict
-from fastad.utils.io import atomic_json, atomic_torch_save
+from fastad.utils.io import atomic_json, atomic_torch_save, load_resume_state
 from fastad.utils.logger import RunLogger
 from fastad.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
 
@@ -62,9 +61,7 @@ def train_teacher(cfg: Config, out: Path, *, resume: bool = False) -> dict:
     start_epoch, best, history = 0, 0.0, []
     ckpt_path = out / "last.pt"
     if resume:
-        if not ckpt_path.is_file():
-            raise UserError(f"--resume: no last.pt in '{out}'")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = load_resume_state(out)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

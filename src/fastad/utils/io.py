@@ -40,3 +40,13 @@ def atomic_json(obj: Any, path: str | Path) -> None:
         Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
 
     atomic_write(path, write)
+
+
+def load_resume_state(run_dir: str | Path) -> dict:
+    """The ``last.pt`` of a run folder, for ``--resume`` (tensors and plain values only)."""
+    from fastad.errors import UserError
+
+    path = Path(run_dir) / "last.pt"
+    if not path.is_file():
+        raise UserError(f"--resume: no last.pt in '{run_dir}'")
+    return torch.load(path, map_location="cpu", weights_only=True)
