@@ -61,6 +61,15 @@ def test_train_teacher_then_evaluate(tiny_fmnist, tmp_path, capsys):
     assert "top-1" in stdout and "Ankle boot" in stdout
 
 
+def test_existing_run_folder_is_not_overwritten(tiny_fmnist, tmp_path, capsys):
+    out = tmp_path / "t"
+    assert run_cli(teacher_args(tiny_fmnist, out, "--epochs", "1"), capsys)[0] == 0
+    before = (out / "teacher.safetensors").read_bytes()
+    rc, _, err = run_cli(teacher_args(tiny_fmnist, out, "--epochs", "1"), capsys)
+    assert rc == 2 and "already holds a train-teacher run" in err and f"--resume {out}" in err
+    assert (out / "teacher.safetensors").read_bytes() == before
+
+
 def test_resume_is_exact(tiny_fmnist, tmp_path, capsys):
     """1 epoch + --resume to 2 epochs gives the same weights as 2 epochs straight (constant lr)."""
     flat = ["--set", "teacher_training.schedule=step", "--set", "teacher_training.milestones=[10]"]

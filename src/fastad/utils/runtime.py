@@ -70,6 +70,9 @@ def prepare_run(cfg: Config, command: str) -> Path:
     out = Path(cfg.run.out) if cfg.run.out else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' exists and is not a folder")
+    if (out / "last.pt").exists():  # never overwrite a run's checkpoints and logs
+        raise UserError(f"--out '{out}' already holds a {command} run; continue it with --resume {out} "
+                        "or choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
