@@ -95,6 +95,8 @@ class FastADConfig:
     timestep_spacing: str = option("leading", "DDIM timestep spacing (as diffusers)",
                                    choices=("leading", "trailing", "linspace"))
     clip_x0: bool = option(False, "clamp the DDIM preview x0_hat to [-1, 1] in the update (diffusers clip_sample)")
+    view_augment: bool = option(False, "differentiable random crop/flip of the preview inside the guidance "
+                                "(the teacher's view); the flip only where the dataset suits it")
 
 
 @dataclass
