@@ -32,7 +32,7 @@ data:
 # Main job: Fast-AD on Fashion-MNIST with the shipped teacher and prior (20 rounds, 1,280 images;
 # a few minutes on 2 CPU cores), ending with the teacher/student table.
 run: install
-	$(VENV)/bin/fastad distill --config configs/fashion_mnist.yaml
+	$(VENV)/bin/fastad distill
 
 # Regenerate the shipped Fashion-MNIST teacher (resnet20 on train[0:50000]; ~25-40 min on 2 cores).
 models-teacher: install

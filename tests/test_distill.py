@@ -83,9 +83,10 @@ def test_distill_end_to_end(assets, tmp_path, capsys, guidance):
     assert "student top-1" in stdout and "images synthesised" in stdout
 
 
-def test_view_augment_resumes_exactly(assets, tmp_path, capsys):
-    """The guidance view's random crop/flip draws from the run's generator, so resume stays exact."""
-    extra = ["--set", "fast_ad.view_augment=true"]
+def test_view_augment_and_extended_cosine_resume_exactly(assets, tmp_path, capsys):
+    """The guidance view's random crop/flip draws from the run's generator, and a run extended with
+    --epochs continues on the longer cosine curve: 1 round + extension to 2 equals 2 rounds."""
+    extra = ["--set", "fast_ad.view_augment=true", "--set", "distillation.schedule=cosine"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert run_cli(distill_args(assets, a, *extra, rounds=2), capsys)[0] == 0
     assert run_cli(distill_args(assets, b, *extra, rounds=1), capsys)[0] == 0
@@ -190,3 +191,19 @@ def test_kd_loss_matches_definition():
     want = 16 * (p_t * (torch.log(p_t) - torch.log_softmax(s / 4, 1))).sum(1).mean()
     assert torch.allclose(kd_loss(s, t, 4.0), want, atol=1e-6)
     assert kd_loss(t, t, 4.0).abs() < 1e-6
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Fashion-MNIST not installed")
+def test_embedded_default_with_shipped_models(tmp_path, capsys, monkeypatch):
+    """No --config: the shipped teacher and prior on the real Fashion-MNIST test split, from any folder."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    rc, stdout, err = run_cli(["distill", "--epochs", "1", "--out", out, "--set", "distillation.synthesis_batch_size=10",
+                               "--set", "distillation.train_iterations=2", "--set", "fast_ad.ddim_steps=2",
+                               "--set", "logging.progress=false", "--set", "logging.tensorboard=false"], capsys)
+    assert rc == 0, err
+    assert "embedded default" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["teacher_top1"] == pytest.approx(93.33, abs=0.01)  # the shipped teacher's recorded accuracy
+    assert summary["images_synthesized"] == 10 and 0 <= summary["student_top1"] <= 100
+    assert summary["wall_seconds"] > 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from fastad.cli.common import add_config_flags, config_from_args, resumed_config
+from fastad.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                "--prior models/fmnist_prior_50k60k --out runs/distill",
     )
     add_config_flags(p, epochs_help="distillation rounds (distillation.epochs)")
+    p.epilog += ("; with no --config it runs the embedded default: Fashion-MNIST with the shipped "
+                 "teacher and prior (configs/fashion_mnist.yaml)")
     p.add_argument("--teacher", metavar="FILE", help="teacher checkpoint (distillation.teacher_checkpoint)")
     p.add_argument("--prior", metavar="DIR", help="diffusers-format prior folder (distillation.diffusion_checkpoint)")
     p.add_argument("--guidance", choices=("cadr", "fixed", "none"), help="guidance mode (fast_ad.guidance)")
@@ -34,12 +38,35 @@ def run(args: argparse.Namespace) -> None:
         cfg, run_dir = resumed_config(args, "distill", extend_key="distillation.epochs", extend_flag="--epochs")
         summary = distill(cfg, run_dir, resume=True)
     else:
+        if not (args.config or args.teacher or args.prior):
+            use_embedded_default(args)
         flags = {"distillation.teacher_checkpoint": args.teacher, "distillation.diffusion_checkpoint": args.prior,
                  "fast_ad.guidance": args.guidance, "distillation.save_images": args.save_images}
         args.set = list(args.set) + [f"{k}={v}" for k, v in flags.items() if v]
         cfg = config_from_args(args, epochs_key="distillation.epochs")
         summary = distill(cfg, prepare_run(cfg, "distill"))
     print(format_summary(summary))
+
+
+# The embedded default: configs/fashion_mnist.yaml of this checkout with the shipped teacher and prior.
+REPO = Path(__file__).resolve().parents[3]
+EMBEDDED_CONFIG = REPO / "configs" / "fashion_mnist.yaml"
+
+
+def use_embedded_default(args: argparse.Namespace) -> None:
+    """No --config, --teacher or --prior: run the embedded default, its shipped models found from any
+    working folder (--set and the common flags still apply)."""
+    from fastad.config.loader import read_yaml
+
+    if not EMBEDDED_CONFIG.is_file():
+        raise UserError(f"no --config given and the embedded default ({EMBEDDED_CONFIG}) is not here "
+                        "(it ships with a fastad checkout); pass --config")
+    args.config = str(EMBEDDED_CONFIG)
+    d = read_yaml(EMBEDDED_CONFIG)["distillation"]
+    shipped = [f"distillation.{k}={REPO / d[k]}" for k in ("teacher_checkpoint", "diffusion_checkpoint")]
+    args.set = shipped + list(args.set)  # the user's --set still wins
+    print(f"fastad distill: no --config, running the embedded default ({EMBEDDED_CONFIG.relative_to(REPO)} with "
+          f"the shipped teacher and prior)", flush=True)
 
 
 def format_summary(s: dict) -> str:

@@ -32,7 +32,9 @@ from fastad.train.evaluate import accuracy_report, normalizer, predict
 from fastad.utils.images import save_grid, to_uint8
 from fastad.utils.io import atomic_json, atomic_torch_save, load_resume_state
 from fastad.utils.logger import RunLogger
-from fastad.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
+from fastad.utils.runtime import (
+    resolve_device, rng_state, seed_everything, set_rng_state, set_threads, sync_scheduler_lr,
+)
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float) -> Tensor:
@@ -139,6 +141,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
         student.load_state_dict(state["student"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        sync_scheduler_lr(sched)
         buffer.load_state_dict(state["buffer"])
         set_rng_state(state["rng"], gen)
         p = state["progress"]

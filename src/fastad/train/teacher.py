@@ -20,7 +20,9 @@ from fastad.models import create_model, save_classifier
 from fastad.train.evaluate import accuracy_report, normalizer, predict
 from fastad.utils.io import atomic_json, atomic_torch_save, load_resume_state
 from fastad.utils.logger import RunLogger
-from fastad.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
+from fastad.utils.runtime import (
+    resolve_device, rng_state, seed_everything, set_rng_state, set_threads, sync_scheduler_lr,
+)
 
 
 def lr_lambda(cfg: Config, iters_per_epoch: int):
@@ -65,6 +67,7 @@ def train_teacher(cfg: Config, out: Path, *, resume: bool = False) -> dict:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        sync_scheduler_lr(sched)
         set_rng_state(state["rng"], gen)
         start_epoch, best, history = state["epoch"], state["best_top1"], state["history"]
 

@@ -80,3 +80,11 @@ def prepare_run(cfg: Config, command: str) -> Path:
     cfg.run.out = str(out)
     save_config(cfg, out / "config.yaml")
     return out
+
+
+def sync_scheduler_lr(sched: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """After loading a LambdaLR's state: set the current lr from *this* run's lambda, so a run extended
+    with a longer schedule continues on the new curve (for a plain resume the value is unchanged)."""
+    for group, base, fn in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+        group["lr"] = base * fn(sched.last_epoch)
+    sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
