@@ -128,8 +128,9 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
     cadr = CADRConfig(lambda_max=f.lambda_max, eta=f.eta, tau_ent=f.tau_ent, k_sigmoid=f.k_sigmoid, xi=f.xi,
                       gamma=f.gamma, beta_adv=f.beta_adv, grad_mode=f.grad_mode,
                       gate="fixed" if f.guidance == "fixed" else "cadr")
-    synth = Synthesizer(prior, teacher, guidance=f.guidance, cadr=cadr, view=make_view(mean, std, crop_padding=info.crop_padding if f.view_augment else 0,
-                                                          flip=info.flip and f.view_augment, generator=gen),
+    view = make_view(mean, std, crop_padding=info.crop_padding if f.view_augment else 0,
+                     flip=info.flip and f.view_augment, generator=gen)
+    synth = Synthesizer(prior, teacher, guidance=f.guidance, cadr=cadr, view=view,
                         num_steps=f.ddim_steps, spacing=f.timestep_spacing, ddim_eta=f.ddim_eta, clip_x0=f.clip_x0,
                         provider=conditioning_provider(d.conditioning, prior), device=device,
                         student=student if f.beta_adv > 0 else None)
