@@ -141,7 +141,8 @@ def load_prior(
 
     root = Path(path)
     if not root.is_dir():
-        raise UserError(f"prior path {root} is not a folder")
+        where = "" if root.is_absolute() else f" (relative paths start from the current folder, {Path.cwd()})"
+        raise UserError(f"prior path {root} is not a folder{where}")
     if (root / "unet" / "config.json").is_file():
         unet_dir, sched_file = root / "unet", root / "scheduler" / "scheduler_config.json"
     elif (root / "config.json").is_file():

@@ -49,7 +49,8 @@ def _fmt_list(items: list[str], limit: int = 5) -> str:
 def _is_safetensors(path: Path) -> bool:
     """Check the file exists and tell its format (by content, so any file name works)."""
     if not path.exists():
-        raise UserError(f"checkpoint '{path}' not found")
+        where = "" if path.is_absolute() else f" (relative paths start from the current folder, {Path.cwd()})"
+        raise UserError(f"checkpoint '{path}' not found{where}")
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' is not a file")
     if path.suffix == ".safetensors":
