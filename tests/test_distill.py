@@ -207,3 +207,31 @@ def test_embedded_default_with_shipped_models(tmp_path, capsys, monkeypatch):
     assert summary["teacher_top1"] == pytest.approx(93.33, abs=0.01)  # the shipped teacher's recorded accuracy
     assert summary["images_synthesized"] == 10 and 0 <= summary["student_top1"] <= 100
     assert summary["wall_seconds"] > 0
+
+
+def test_deepinversion_synthesizer_end_to_end(assets, tmp_path, capsys):
+    """``distillation.synthesizer=deepinversion`` needs no prior: pixels optimised from noise."""
+    out = tmp_path / "di"
+    rc, _, err = run_cli(distill_args(assets, out, "--set", "distillation.diffusion_checkpoint=null", "--prior", "",
+                                      "--set", "distillation.synthesizer=deepinversion",
+                                      "--set", "distillation.deepinversion_iterations=2", rounds=2), capsys)
+    assert rc == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["synthesizer"] == "deepinversion" and summary["guidance"] is None
+    assert summary["images_synthesized"] == 16 and not summary["stopped_by_budget"]
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["deepinversion/iterations"] == 2 and rows[0]["deepinversion/batches"] == 1
+
+
+def test_max_seconds_budget_stops_early(assets, tmp_path, capsys):
+    """A tiny budget ends the run after its first round, which is then evaluated and summarised."""
+    out = tmp_path / "budget"
+    rc, _, err = run_cli(distill_args(assets, out, "--set", "distillation.max_seconds=1e-6", rounds=5), capsys)
+    assert rc == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by_budget"] and summary["rounds"] == 1 and summary["images_synthesized"] == 8
+    assert summary["student_top1"] is not None  # round 1 is not an eval_every round, but is evaluated
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1] and "eval/top1" in rows[0]
+    assert run_cli(["distill", "--resume", out], capsys)[0] == 0  # a resumed finished run stays stopped
+    assert json.loads((out / "summary.json").read_text())["rounds"] == 1

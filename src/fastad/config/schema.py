@@ -74,6 +74,13 @@ class DistillationConfig:
     augment: bool = option(True, "random crop/flip of buffer images for student updates (where the data suits)")
     save_images: str = option("none", "export every synthesised image: 'none', 'png' (a folder per class) "
                               "or 'npz' (one file per round)", choices=("none", "png", "npz"))
+    synthesizer: str = option("diffusion", "how images are made: 'diffusion' (the guided prior, fast_ad.*) or "
+                              "'deepinversion' (pixels optimised from noise for L_BN + CE; no prior, the fast_ad "
+                              "guidance options are ignored)", choices=("diffusion", "deepinversion"))
+    deepinversion_iterations: int = option(200, "Adam steps per DeepInversion batch (synthesizer: deepinversion)", ge=0)
+    deepinversion_lr: float = option(0.05, "Adam learning rate of DeepInversion (synthesizer: deepinversion)", gt=0)
+    max_seconds: float = option(0.0, "wall-clock budget: stop after the round in which synthesis + training time "
+                                "reaches it, then evaluate; 0 = off (run all epochs)", ge=0)
 
 
 @dataclass

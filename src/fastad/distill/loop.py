@@ -3,6 +3,8 @@
 Per round: synthesise ``synthesis_batch_size`` images for balanced random targets, push them into
 the FIFO buffer, then ``train_iterations`` KD steps of the student on buffer batches (crop/flip).
 Every ``eval_every`` rounds the student is scored on the real test split, the only real data read.
+``distillation.synthesizer: deepinversion`` swaps the prior for DeepInversion (the benchmark's
+baseline); ``distillation.max_seconds`` ends the run early on a synthesis + training time budget.
 State is checkpointed atomically after every round; ``--resume`` continues bit-identically on CPU.
 """
 
@@ -13,6 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +27,7 @@ from fastad.buffer import ReplayBuffer
 from fastad.config import Config
 from fastad.data import augment, dataset_info, load_dataset
 from fastad.diffusion import load_prior
+from fastad.diffusion.prior import Prior
 from fastad.distill.synthesis import Synthesizer, balanced_labels, conditioning_provider
 from fastad.errors import UserError
 from fastad.guidance import CADRConfig, make_view
@@ -35,6 +39,10 @@ from fastad.utils.logger import RunLogger
 from fastad.utils.runtime import (
     resolve_device, rng_state, seed_everything, set_rng_state, set_threads, sync_scheduler_lr,
 )
+
+
+if TYPE_CHECKING:
+    from fastad.baselines.deepinversion import DeepInversionSynthesizer
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float) -> Tensor:
@@ -63,6 +71,7 @@ class Progress:
     best_top1: float = -1.0
     last_top1: float | None = None
     teacher_top1: float | None = None
+    stopped_by_budget: bool = False
     timing: Timing = field(default_factory=Timing)
 
 
@@ -105,17 +114,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
         raise UserError(f"config key 'distillation.num_classes': got {d.num_classes} but dataset "
                         f"'{info.name}' has {info.num_classes} classes")
     teacher, mean, std = load_teacher(cfg, info, device)
-
-    if not d.diffusion_checkpoint:
-        raise UserError("config key 'distillation.diffusion_checkpoint' is not set; pass a diffusers-format prior folder")
-    prior = load_prior(d.diffusion_checkpoint, device=device)
-    C, H, W = prior.sample_shape
-    if (C, H, W) != (info.channels, *info.image_size) or [H, W] != list(d.image_size):
-        raise UserError(f"prior '{d.diffusion_checkpoint}' makes {C}x{H}x{W} images but the teacher takes "
-                        f"{info.channels}x{d.image_size[0]}x{d.image_size[1]} (distillation.image_size)")
-    if prior.num_train_timesteps != f.T:
-        raise UserError(f"config key 'fast_ad.T': got {f.T} but prior '{d.diffusion_checkpoint}' has "
-                        f"{prior.num_train_timesteps} timesteps")
+    prior = _load_prior(cfg, info, device) if d.synthesizer == "diffusion" else None  # before the student's init
 
     student = create_model(d.student_arch, num_classes=d.num_classes, in_channels=info.channels).to(device)
     if d.student_checkpoint:
@@ -125,16 +124,9 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
     buffer = ReplayBuffer(d.buffer_size)
     norm = normalizer(mean, std)
 
-    cadr = CADRConfig(lambda_max=f.lambda_max, eta=f.eta, tau_ent=f.tau_ent, k_sigmoid=f.k_sigmoid, xi=f.xi,
-                      gamma=f.gamma, beta_adv=f.beta_adv, grad_mode=f.grad_mode,
-                      gate="fixed" if f.guidance == "fixed" else "cadr")
-    view = make_view(mean, std, crop_padding=info.crop_padding if f.view_augment else 0,
-                     flip=info.flip and f.view_augment, generator=gen)
-    synth = Synthesizer(prior, teacher, guidance=f.guidance, cadr=cadr, view=view,
-                        num_steps=f.ddim_steps, spacing=f.timestep_spacing, ddim_eta=f.ddim_eta, clip_x0=f.clip_x0,
-                        provider=conditioning_provider(d.conditioning, prior), device=device,
-                        student=student if f.beta_adv > 0 else None)
+    synth = _synthesizer(cfg, info, prior, teacher, student, mean, std, gen, device)
 
+    stats_prefix = "guidance" if d.synthesizer == "diffusion" else "deepinversion"
     prog = Progress()
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume:
@@ -158,7 +150,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
     logger = RunLogger(out, tensorboard=cfg.logging.tensorboard)
     bar = tqdm(total=d.epochs, initial=prog.round, desc="distill", disable=not cfg.logging.progress, unit="round")
     try:
-        while prog.round < d.epochs:
+        while prog.round < d.epochs and not prog.stopped_by_budget:
             rnd = prog.round + 1
             # 1. synthesis (student in eval: the adversarial term must not touch its BN statistics)
             t0 = time.time()
@@ -200,13 +192,15 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
             sched.step()
             prog.timing.training += time.time() - t0
 
+            # The budget counts synthesis + training only, so evaluation frequency does not change it.
+            budget = d.max_seconds > 0 and prog.timing.synthesis + prog.timing.training >= d.max_seconds
             record = {"round": rnd, "train/kd_loss": float(np.mean(losses)), "train/lr": lr,
                       "images_synthesized": prog.images, "buffer_size": len(buffer),
                       "synthesis/teacher_agreement": agreement,
                       "synthesis/teacher_confidence": probs.max(1).values.mean().item(),
-                      **{f"guidance/{k}": v for k, v in synth.stats.summary().items()}}
+                      **{f"{stats_prefix}/{k}": v for k, v in synth.stats.summary().items()}}
             # 3. evaluation on the real test split
-            if rnd % d.eval_every == 0 or rnd == d.epochs:
+            if rnd % d.eval_every == 0 or rnd == d.epochs or budget:
                 t0 = time.time()
                 logits, labels = predict(student, test, mean=mean, std=std, batch_size=cfg.data.eval_batch_size,
                                          device=device)
@@ -218,7 +212,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
                 if rep["top1"] > prog.best_top1:
                     prog.best_top1 = rep["top1"]
                     atomic_torch_save({"student": student.state_dict(), "round": rnd, "top1": rep["top1"]}, best_path)
-            prog.round = rnd
+            prog.round, prog.stopped_by_budget = rnd, budget
             record.update({"time/synthesis": prog.timing.synthesis, "time/training": prog.timing.training,
                            "time/evaluation": prog.timing.evaluation})
             logger.log(rnd, record)
@@ -232,20 +226,65 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
         bar.close()
         logger.close()
 
+    diffusion = d.synthesizer == "diffusion"
+    guidance, prior_path = (f.guidance, d.diffusion_checkpoint) if diffusion else (None, None)
     meta = {"kind": "classifier", "arch": d.student_arch, "num_classes": d.num_classes, "in_channels": info.channels,
             "input_size": list(info.image_size), "dataset": info.name, "class_names": list(info.class_names),
             "mean": list(mean), "std": list(std), "test_top1": prog.last_top1,
-            "distilled_from": d.teacher_checkpoint, "prior": d.diffusion_checkpoint, "guidance": f.guidance,
+            "distilled_from": d.teacher_checkpoint, "synthesizer": d.synthesizer, "prior": prior_path,
+            "guidance": guidance,
             "images_synthesized": prog.images}
     save_classifier(out / "student.safetensors", student, meta)
     summary = {"teacher_top1": prog.teacher_top1, "student_top1": prog.last_top1, "best_student_top1": prog.best_top1,
                "images_synthesized": prog.images, "rounds": prog.round,
                "wall_seconds": prog.timing.total(), "synthesis_seconds": prog.timing.synthesis,
                "training_seconds": prog.timing.training, "evaluation_seconds": prog.timing.evaluation,
-               "session_seconds": time.time() - t_start, "guidance": f.guidance, "out": str(out),
+               "session_seconds": time.time() - t_start, "synthesizer": d.synthesizer, "guidance": guidance,
+               "stopped_by_budget": prog.stopped_by_budget, "out": str(out),
                "student": str(out / "student.safetensors")}
     atomic_json(summary, out / "summary.json")
     return summary
+
+
+def _load_prior(cfg: Config, info, device: torch.device) -> Prior:
+    d, f = cfg.distillation, cfg.fast_ad
+    if not d.diffusion_checkpoint:
+        raise UserError("config key 'distillation.diffusion_checkpoint' is not set; pass a diffusers-format prior folder")
+    prior = load_prior(d.diffusion_checkpoint, device=device)
+    C, H, W = prior.sample_shape
+    if (C, H, W) != (info.channels, *info.image_size) or [H, W] != list(d.image_size):
+        raise UserError(f"prior '{d.diffusion_checkpoint}' makes {C}x{H}x{W} images but the teacher takes "
+                        f"{info.channels}x{d.image_size[0]}x{d.image_size[1]} (distillation.image_size)")
+    if prior.num_train_timesteps != f.T:
+        raise UserError(f"config key 'fast_ad.T': got {f.T} but prior '{d.diffusion_checkpoint}' has "
+                        f"{prior.num_train_timesteps} timesteps")
+    return prior
+
+
+def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, student: nn.Module, mean: list[float],
+                 std: list[float], gen: torch.Generator,
+                 device: torch.device) -> Synthesizer | DeepInversionSynthesizer:
+    """The round's image source: the guided prior, or DeepInversion (both ``synth(labels, generator=)``)."""
+    d, f = cfg.distillation, cfg.fast_ad
+    if prior is None:
+        from fastad.baselines.deepinversion import DeepInversionSynthesizer  # baselines import this module
+
+        if list(d.image_size) != list(info.image_size):
+            raise UserError(f"config key 'distillation.image_size': got {list(d.image_size)} but dataset "
+                            f"'{info.name}' has {list(info.image_size)} images")
+        # DeepInversion's own jitter and flip (the dataset's crop/flip), as in the paper's recipe.
+        return DeepInversionSynthesizer(teacher, mean=mean, std=std, image_shape=(info.channels, *d.image_size),
+                                        iterations=d.deepinversion_iterations, lr=d.deepinversion_lr,
+                                        crop_padding=info.crop_padding, flip=info.flip, device=device)
+    cadr = CADRConfig(lambda_max=f.lambda_max, eta=f.eta, tau_ent=f.tau_ent, k_sigmoid=f.k_sigmoid, xi=f.xi,
+                      gamma=f.gamma, beta_adv=f.beta_adv, grad_mode=f.grad_mode,
+                      gate="fixed" if f.guidance == "fixed" else "cadr")
+    view = make_view(mean, std, crop_padding=info.crop_padding if f.view_augment else 0,
+                     flip=info.flip and f.view_augment, generator=gen)
+    return Synthesizer(prior, teacher, guidance=f.guidance, cadr=cadr, view=view,
+                       num_steps=f.ddim_steps, spacing=f.timestep_spacing, ddim_eta=f.ddim_eta, clip_x0=f.clip_x0,
+                       provider=conditioning_provider(d.conditioning, prior), device=device,
+                       student=student if f.beta_adv > 0 else None)
 
 
 def _drop_rows_after(path: Path, last_round: int) -> None:
@@ -256,7 +295,8 @@ def _drop_rows_after(path: Path, last_round: int) -> None:
 
 def _progress_dict(p: Progress) -> dict:
     return {"round": p.round, "images": p.images, "best_top1": p.best_top1, "last_top1": p.last_top1,
-            "teacher_top1": p.teacher_top1, "timing": vars(p.timing).copy()}
+            "teacher_top1": p.teacher_top1, "stopped_by_budget": p.stopped_by_budget,
+            "timing": vars(p.timing).copy()}
 
 
 def _export(cfg: Config, out: Path, rnd: int, images: Tensor, labels: Tensor) -> None:
