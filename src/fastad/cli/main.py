@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from fastad import __version__
-from fastad.cli import config_cmd, diffusion_cmd, distill_cmd, evaluate_cmd, sample_cmd, teacher_cmd
+from fastad.cli import bench_cmd, config_cmd, diffusion_cmd, distill_cmd, evaluate_cmd, sample_cmd, teacher_cmd
 from fastad.errors import UserError
 
-COMMANDS = (distill_cmd, teacher_cmd, diffusion_cmd, sample_cmd, evaluate_cmd, config_cmd)
+COMMANDS = (distill_cmd, teacher_cmd, diffusion_cmd, sample_cmd, evaluate_cmd, bench_cmd, config_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,228 @@
+"""``fastad bench``: fastad against the data-free baselines on the same teacher, prior and student.
+
+Two comparisons, each one ``fastad distill`` run per (method, seed) in its own folder:
+
+- ``images``: every method synthesises the same number of images (a fixed round count);
+- ``time``: every method gets the same synthesis + training budget (``distillation.max_seconds``)
+  and a round count too large to reach.
+
+References: the teacher itself, and ``real-kd``, the same student trained by KD on the teacher's
+**real** training images (not data-free; the upper bound), for the same step count or budget.
+A run folder with a ``summary.json`` is reused and one with only ``last.pt`` is resumed, so an
+interrupted bench continues method by method. Runs go one after another, in this process: a
+shared machine's cores are never split between runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fastad.config import Config, load_config
+from fastad.errors import UserError
+
+# Config overrides per distillation method: only the synthesis changes between them.
+METHOD_SETS: dict[str, list[str]] = {
+    "cadr": ["distillation.synthesizer=diffusion", "fast_ad.guidance=cadr", "fast_ad.grad_mode=tweedie"],
+    "cadr-full": ["distillation.synthesizer=diffusion", "fast_ad.guidance=cadr", "fast_ad.grad_mode=full"],
+    "fixed": ["distillation.synthesizer=diffusion", "fast_ad.guidance=fixed", "fast_ad.grad_mode=tweedie"],
+    "none": ["distillation.synthesizer=diffusion", "fast_ad.guidance=none"],
+    "deepinversion": ["distillation.synthesizer=deepinversion"],
+}
+REFERENCES = ("teacher", "real-kd")
+METHODS = (*METHOD_SETS, *REFERENCES)
+COMPARISONS = ("images", "time")
+# Time comparison: rounds (or real-KD steps) the budget ends long before; the lr schedule spans them.
+UNREACHABLE_ROUNDS = 100_000
+# --quick: tiny everything, for the tests (applied before the user's --set, which still wins).
+QUICK_SETS = ["distillation.epochs=2", "distillation.synthesis_batch_size=16", "distillation.train_batch_size=32",
+              "distillation.train_iterations=5", "distillation.eval_every=1", "distillation.deepinversion_iterations=2",
+              "fast_ad.ddim_steps=2", "logging.tensorboard=false"]
+QUICK_BUDGET, QUICK_TIME_ROUNDS = 1.0, 50
+
+
+@dataclass
+class BenchSpec:
+    config: str | None
+    sets: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    budget_seconds: float = 120.0
+    images: int | None = None  # None: the config's epochs x synthesis_batch_size
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    out: str = "runs/bench"
+    quick: bool = False
+
+
+def _config(spec: BenchSpec, extra: list[str]) -> Config:
+    return load_config(spec.config, [*(QUICK_SETS if spec.quick else []), *spec.sets, "logging.progress=false", *extra])
+
+
+def _distill_run(cfg: Config, out: Path) -> dict:
+    """Reuse a finished run, resume an interrupted one, else start it."""
+    from fastad.distill import distill
+    from fastad.utils.runtime import prepare_run
+
+    if (out / "summary.json").is_file():
+        return json.loads((out / "summary.json").read_text())
+    if (out / "last.pt").is_file():
+        return distill(load_config(out / "config.yaml"), out, resume=True)
+    cfg.run.out = str(out)
+    return distill(cfg, prepare_run(cfg, "distill"))
+
+
+def _teacher_run(cfg: Config, out: Path) -> dict:
+    """The teacher's own test top-1 (a reference row)."""
+    from fastad.data import load_dataset
+    from fastad.distill.loop import load_teacher
+    from fastad.train.evaluate import accuracy_report, predict
+    from fastad.utils.io import atomic_json
+    from fastad.utils.runtime import resolve_device, set_threads
+
+    if (out / "summary.json").is_file():
+        return json.loads((out / "summary.json").read_text())
+    set_threads(cfg.run.threads)
+    device = resolve_device(cfg.run.device)
+    test = load_dataset(cfg.data.dataset, "test", root=cfg.data.root)
+    teacher, mean, std = load_teacher(cfg, test.info, device)
+    logits, labels = predict(teacher, test, mean=mean, std=std, batch_size=cfg.data.eval_batch_size, device=device)
+    top1 = accuracy_report(logits, labels, num_classes=cfg.distillation.num_classes)["top1"]
+    summary = {"teacher_top1": top1, "student_top1": top1}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_json(summary, out / "summary.json")
+    return summary
+
+
+def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | None) -> dict:
+    """The same student, KD loss and optimiser on the teacher's real training images (``data.train_range``).
+
+    Not data-free by design: this reference reads the train split. Not resumable mid-run (it is one call).
+    """
+    from fastad.baselines import train_student_on_real
+    from fastad.config import save_config
+    from fastad.data import load_dataset
+    from fastad.distill.loop import load_teacher
+    from fastad.models import create_model
+    from fastad.utils.io import atomic_json
+    from fastad.utils.runtime import resolve_device, seed_everything, set_threads
+
+    if (out / "summary.json").is_file():
+        return json.loads((out / "summary.json").read_text())
+    set_threads(cfg.run.threads)
+    device = resolve_device(cfg.run.device)
+    gen = seed_everything(cfg.run.seed)
+    d, data = cfg.distillation, cfg.data
+    test = load_dataset(data.dataset, "test", root=data.root)
+    train = load_dataset(data.dataset, "train", root=data.root,
+                         index_range=tuple(data.train_range) if data.train_range else None, classes=data.classes)
+    teacher, mean, std = load_teacher(cfg, test.info, device)
+    student = create_model(d.student_arch, num_classes=d.num_classes, in_channels=test.info.channels).to(device)
+    res = train_student_on_real(teacher, student, train, test, mean=mean, std=std, steps=steps,
+                                batch_size=min(d.train_batch_size, len(train)), lr=d.lr, momentum=d.momentum,
+                                weight_decay=d.weight_decay, kd_temperature=d.kd_temperature,
+                                schedule=d.schedule, milestones=[m * d.train_iterations for m in d.milestones],
+                                lr_decay=d.lr_decay, device=device,
+                                generator=gen, max_seconds=max_seconds, eval_batch_size=data.eval_batch_size)
+    summary = {"student_top1": res["student_top1"], "images_synthesized": 0, "real_images_seen": res["images_seen"],
+               "steps": res["steps_done"], "stopped_by_budget": res["stopped_early"],
+               "wall_seconds": res["train_seconds"] + res["eval_seconds"], "synthesis_seconds": 0.0,
+               "training_seconds": res["train_seconds"], "data_free": False}
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    atomic_json(summary, out / "summary.json")
+    return summary
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def run_bench(spec: BenchSpec) -> dict:
+    """Run (or resume) every (method, comparison, seed); write ``bench.md`` and ``bench.json`` under ``spec.out``."""
+    bad = [m for m in spec.methods if m not in METHODS]
+    if bad:
+        raise UserError(f"--methods: unknown {', '.join(bad)}; choose from {', '.join(METHODS)}")
+    if spec.budget_seconds <= 0 or not math.isfinite(spec.budget_seconds):
+        raise UserError(f"--budget-seconds: got {spec.budget_seconds}; it must be a number > 0")
+    if not spec.seeds:
+        raise UserError("--seeds: give at least one seed")
+    base = _config(spec, [])
+    d = base.distillation
+    images = spec.images if spec.images is not None else d.epochs * d.synthesis_batch_size
+    if images < 1:
+        raise UserError(f"--images: got {images}; it must be >= 1")
+    rounds = math.ceil(images / d.synthesis_batch_size)
+    time_rounds = QUICK_TIME_ROUNDS if spec.quick else UNREACHABLE_ROUNDS
+    # Per comparison: the distill overrides, and real-KD's (steps, budget): KD steps match the distill runs'.
+    plans = {"images": ([f"distillation.epochs={rounds}", "distillation.max_seconds=0"],
+                        rounds * d.train_iterations, None),
+             "time": ([f"distillation.epochs={time_rounds}", f"distillation.max_seconds={spec.budget_seconds}"],
+                      time_rounds * d.train_iterations, spec.budget_seconds)}
+    out = Path(spec.out)
+    rows: list[dict] = []
+    for method in spec.methods:
+        for comparison in (("-",) if method == "teacher" else COMPARISONS):
+            runs = []
+            for seed in spec.seeds if method != "teacher" else spec.seeds[:1]:
+                folder = out / method / comparison / f"seed{seed}"
+                print(f"fastad bench: {method} / {comparison} / seed {seed} -> {folder}", flush=True)
+                if method == "teacher":
+                    runs.append(_teacher_run(base, folder))
+                    continue
+                sets, steps, budget = plans[comparison]
+                cfg = _config(spec, [*sets, f"run.seed={seed}", *METHOD_SETS.get(method, [])])
+                runs.append(_real_kd_run(cfg, folder, steps=steps, max_seconds=budget) if method == "real-kd"
+                            else _distill_run(cfg, folder))
+            rows.append(_row(method, comparison, spec, runs))
+    result = {"spec": asdict(spec), "images_per_method": rounds * d.synthesis_batch_size,
+              "budget_seconds": spec.budget_seconds, "deepinversion_iterations": d.deepinversion_iterations,
+              "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "bench.md").write_text(format_table(result))
+    return result
+
+
+def _row(method: str, comparison: str, spec: BenchSpec, runs: list[dict]) -> dict:
+    top1 = [r["student_top1"] for r in runs]
+    mean, std = _mean_std(top1)
+    row = {"method": method, "comparison": comparison, "seeds": spec.seeds[:len(runs)], "top1": top1,
+           "top1_mean": mean, "top1_std": std, "data_free": method not in REFERENCES}
+    if method == "teacher":
+        return row
+    synth_s = sum(r["synthesis_seconds"] for r in runs)
+    n_images = [r["images_synthesized"] for r in runs]
+    row.update({"images_synthesized": statistics.mean(n_images),
+                "synthesis_images_per_second": sum(n_images) / synth_s if synth_s > 0 else None,
+                "wall_seconds": statistics.mean(r["wall_seconds"] for r in runs),
+                "stopped_by_budget": [bool(r.get("stopped_by_budget")) for r in runs]})
+    if method == "real-kd":
+        row["real_images_seen"] = statistics.mean(r["real_images_seen"] for r in runs)
+    return row
+
+
+def format_table(result: dict) -> str:
+    """The Markdown table of ``bench.md``."""
+    di = result["deepinversion_iterations"]
+    lines = ["| method | comparison | student top-1 (%) | images synthesised | synthesis images/s | wall s |",
+             "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        name = {"deepinversion": f"deepinversion ({di} iterations)", "real-kd": "real-kd (not data-free)",
+                "teacher": "teacher (reference)"}.get(r["method"], r["method"])
+        top1 = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if len(r["top1"]) > 1 else "")
+        if r["method"] == "teacher":
+            lines.append(f"| {name} | - | {top1} | - | - | - |")
+            continue
+        images = f"0 ({r['real_images_seen']:.0f} real seen)" if r["method"] == "real-kd" \
+            else f"{r['images_synthesized']:.0f}"
+        ips = "-" if r["synthesis_images_per_second"] is None else f"{r['synthesis_images_per_second']:.2f}"
+        lines.append(f"| {name} | {r['comparison']} | {top1} | {images} | {ips} | {r['wall_seconds']:.1f} |")
+    seeds = result["spec"]["seeds"]
+    notes = (f"\nComparisons: `images` = every method synthesises {result['images_per_method']} images; "
+             f"`time` = every method gets {result['budget_seconds']:g} s of synthesis + training "
+             "(`distillation.max_seconds`; real-kd: training). Student top-1 is the mean ± std over seeds "
+             f"{seeds}; wall s = synthesis + training + evaluation, mean per run. real-kd trains the same student "
+             "by KD on the teacher's real training images: a reference, not a data-free method.\n")
+    return "\n".join(lines) + "\n" + notes

@@ -1,0 +1,82 @@
+"""``fastad bench --quick`` end to end on tiny models: every method and reference, both comparisons,
+bench.md/bench.json contents, and a second invocation that reuses the finished runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastad.cli.main import main
+from fastad.diffusion import build_unet, save_prior
+from fastad.models import create_model, save_classifier
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    """As ``test_distill.assets`` (tiny teacher and prior, random weights), but the train split stays:
+    the real-kd reference reads it."""
+    from conftest import make_fmnist_like
+
+    root = tmp_path_factory.mktemp("bench_assets")
+    data = make_fmnist_like(root / "fmnist", n_train=40, n_test=40)
+    torch.manual_seed(0)
+    teacher = create_model("resnet8", num_classes=10, in_channels=1)
+    save_classifier(root / "teacher.safetensors", teacher, {
+        "arch": "resnet8", "num_classes": 10, "in_channels": 1, "input_size": [28, 28], "dataset": "fashion_mnist",
+        "mean": [0.2860], "std": [0.3530]})
+    save_prior(root / "prior", build_unet(sample_size=28, in_channels=1, block_out_channels=(8, 16, 16)),
+               num_train_timesteps=100)
+    return {"data": data, "teacher": root / "teacher.safetensors", "prior": root / "prior"}
+
+
+def bench_args(assets, out):
+    sets = [f"data.root={assets['data']}", f"distillation.teacher_checkpoint={assets['teacher']}",
+            f"distillation.diffusion_checkpoint={assets['prior']}", "distillation.teacher_arch=resnet8",
+            "distillation.student_arch=resnet8", "distillation.num_classes=10", "distillation.image_size=[28, 28]",
+            "distillation.synthesis_batch_size=8", "distillation.train_batch_size=8", "distillation.buffer_size=16",
+            "distillation.train_iterations=2", "fast_ad.T=100", "data.train_range=null"]
+    config = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist.yaml"
+    return ["bench", "--quick", "--config", config, "--out", out, "--budget-seconds", "0.05",
+            *[a for s in sets for a in ("--set", s)]]
+
+
+def test_bench_quick(assets, tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main([str(a) for a in bench_args(assets, out)]) == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    result = json.loads((out / "bench.json").read_text())
+    rows = {(r["method"], r["comparison"]): r for r in result["rows"]}
+    methods = ["cadr", "cadr-full", "fixed", "none", "deepinversion", "real-kd"]
+    assert set(rows) == {("teacher", "-")} | {(m, c) for m in methods for c in ("images", "time")}
+    assert result["images_per_method"] == 16 and result["deepinversion_iterations"] == 2
+    for m in methods[:5]:
+        assert rows[m, "images"]["images_synthesized"] == 16  # equal images: 2 rounds x 8
+        assert rows[m, "images"]["stopped_by_budget"] == [False]
+        assert rows[m, "time"]["stopped_by_budget"] == [True]  # equal time: the 0.05 s budget ends the run
+        assert rows[m, "time"]["synthesis_images_per_second"] > 0
+        assert 0 <= rows[m, "images"]["top1_mean"] <= 100
+    assert not rows["real-kd", "images"]["data_free"] and rows["real-kd", "images"]["images_synthesized"] == 0
+    summary = json.loads((out / "real-kd" / "images" / "seed0" / "summary.json").read_text())
+    assert summary["steps"] == 2 * 2  # the distill runs' step count: 2 rounds x 2 KD steps
+    md = (out / "bench.md").read_text()
+    assert "| deepinversion (2 iterations) | images |" in md and "real-kd (not data-free)" in md
+    assert "teacher (reference)" in md and sum(l.startswith("| ") for l in md.splitlines()) == 1 + 13  # header, 13 rows
+    assert "| method | comparison |" in stdout
+
+    # A second invocation reuses every finished run and resumes an interrupted one (last.pt, no summary).
+    interrupted = out / "cadr" / "images" / "seed0" / "summary.json"
+    interrupted.unlink()
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
+    assert main([str(a) for a in bench_args(assets, out)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json") if p != interrupted} == mtimes
+    assert json.loads(interrupted.read_text())["images_synthesized"] == 16
+    assert json.loads((out / "bench.json").read_text())["rows"] == result["rows"]
+
+
+def test_bench_bad_budget_one_line(assets, tmp_path, capsys):
+    rc = main([str(a) for a in bench_args(assets, tmp_path / "b")] + ["--budget-seconds", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--budget-seconds" in err
