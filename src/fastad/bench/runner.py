@@ -161,6 +161,9 @@ def run_bench(spec: BenchSpec) -> dict:
              "time": ([f"distillation.epochs={time_rounds}", f"distillation.max_seconds={spec.budget_seconds}"],
                       time_rounds * d.train_iterations, spec.budget_seconds)}
     out = Path(spec.out)
+    from fastad.bench.flops import matmul_flops_per_second, synthesis_flops_per_image
+    from fastad.utils.runtime import resolve_device, set_threads
+
     rows: list[dict] = []
     for method in spec.methods:
         for comparison in (("-",) if method == "teacher" else COMPARISONS):
@@ -176,9 +179,20 @@ def run_bench(spec: BenchSpec) -> dict:
                 runs.append(_real_kd_run(cfg, folder, steps=steps, max_seconds=budget) if method == "real-kd"
                             else _distill_run(cfg, folder))
             rows.append(_row(method, comparison, spec, runs))
+    # Efficiency (DESIGN.md section 5): counted synthesis FLOPs per image x measured images/s, over this
+    # machine's float32 matmul rate, measured now with the runs' thread setting.
+    set_threads(base.run.threads)
+    peak = matmul_flops_per_second(n=256 if spec.quick else 1024, device=resolve_device(base.run.device))
+    flops = {m: synthesis_flops_per_image(_config(spec, [*plans["images"][0], *METHOD_SETS[m]]))
+             for m in dict.fromkeys(r["method"] for r in rows) if m in METHOD_SETS}
+    for r in rows:
+        if r["method"] in flops and r["synthesis_images_per_second"] is not None:
+            achieved = flops[r["method"]] * r["synthesis_images_per_second"]
+            r.update({"synthesis_flops_per_image": flops[r["method"]], "synthesis_flops_per_second": achieved,
+                      "matmul_efficiency": achieved / peak})
     result = {"spec": asdict(spec), "images_per_method": rounds * d.synthesis_batch_size,
               "budget_seconds": spec.budget_seconds, "deepinversion_iterations": d.deepinversion_iterations,
-              "rows": rows}
+              "matmul_flops_per_second": peak, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "bench.md").write_text(format_table(result))
@@ -206,23 +220,28 @@ def _row(method: str, comparison: str, spec: BenchSpec, runs: list[dict]) -> dic
 def format_table(result: dict) -> str:
     """The Markdown table of ``bench.md``."""
     di = result["deepinversion_iterations"]
-    lines = ["| method | comparison | student top-1 (%) | images synthesised | synthesis images/s | wall s |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | comparison | student top-1 (%) | images synthesised | synthesis images/s "
+             "| synthesis GFLOP/s (% of fp32 matmul) | wall s |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         name = {"deepinversion": f"deepinversion ({di} iterations)", "real-kd": "real-kd (not data-free)",
                 "teacher": "teacher (reference)"}.get(r["method"], r["method"])
         top1 = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if len(r["top1"]) > 1 else "")
         if r["method"] == "teacher":
-            lines.append(f"| {name} | - | {top1} | - | - | - |")
+            lines.append(f"| {name} | - | {top1} | - | - | - | - |")
             continue
         images = f"0 ({r['real_images_seen']:.0f} real seen)" if r["method"] == "real-kd" \
             else f"{r['images_synthesized']:.0f}"
         ips = "-" if r["synthesis_images_per_second"] is None else f"{r['synthesis_images_per_second']:.2f}"
-        lines.append(f"| {name} | {r['comparison']} | {top1} | {images} | {ips} | {r['wall_seconds']:.1f} |")
+        eff = "-" if "matmul_efficiency" not in r else \
+            f"{r['synthesis_flops_per_second'] / 1e9:.2f} ({100 * r['matmul_efficiency']:.1f}%)"
+        lines.append(f"| {name} | {r['comparison']} | {top1} | {images} | {ips} | {eff} | {r['wall_seconds']:.1f} |")
     seeds = result["spec"]["seeds"]
     notes = (f"\nComparisons: `images` = every method synthesises {result['images_per_method']} images; "
              f"`time` = every method gets {result['budget_seconds']:g} s of synthesis + training "
              "(`distillation.max_seconds`; real-kd: training). Student top-1 is the mean ± std over seeds "
-             f"{seeds}; wall s = synthesis + training + evaluation, mean per run. real-kd trains the same student "
+             f"{seeds}; wall s = synthesis + training + evaluation, mean per run. Synthesis FLOP/s = FLOPs per image "
+             "(FlopCounterMode's formulas: prior forwards, teacher forward/backward) x images/s, against this machine's "
+             f"float32 matmul rate measured in this invocation: {result['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s. "
+             "real-kd trains the same student "
              "by KD on the teacher's real training images: a reference, not a data-free method.\n")
     return "\n".join(lines) + "\n" + notes
