@@ -81,6 +81,11 @@ def test_bench_quick(assets, tmp_path, capsys):
     strip = lambda rows: [{k: v for k, v in r.items() if k not in timed} for r in rows]  # noqa: E731
     assert strip(json.loads((out / "bench.json").read_text())["rows"]) == strip(result["rows"])
 
+    # Other settings in the same --out are refused rather than silently mixed with the old runs.
+    assert main([str(a) for a in bench_args(assets, out)] + ["--set", "distillation.lr=0.01"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "other settings" in err
+
 
 def test_bench_bad_budget_one_line(assets, tmp_path, capsys):
     rc = main([str(a) for a in bench_args(assets, tmp_path / "b")] + ["--budget-seconds", "0"])

@@ -39,7 +39,7 @@ COMPARISONS = ("images", "time")
 UNREACHABLE_ROUNDS = 100_000
 # --quick: tiny everything, for the tests (applied before the user's --set, which still wins).
 QUICK_SETS = ["distillation.epochs=2", "distillation.synthesis_batch_size=16", "distillation.train_batch_size=32",
-              "distillation.train_iterations=5", "distillation.eval_every=1", "distillation.deepinversion_iterations=2",
+              "distillation.train_iterations=5", "distillation.deepinversion_iterations=2",
               "fast_ad.ddim_steps=2", "logging.tensorboard=false"]
 QUICK_BUDGET, QUICK_TIME_ROUNDS = 1.0, 50
 
@@ -60,16 +60,25 @@ def _config(spec: BenchSpec, extra: list[str]) -> Config:
     return load_config(spec.config, [*(QUICK_SETS if spec.quick else []), *spec.sets, "logging.progress=false", *extra])
 
 
+def _same_settings(cfg: Config, out: Path) -> None:
+    """A run folder is only reused (or resumed) for the settings it was made with."""
+    cfg.run.out = str(out)
+    saved = out / "config.yaml"
+    if saved.is_file() and asdict(load_config(saved)) != asdict(cfg):
+        raise UserError(f"run folder '{out}' was made with other settings than this bench's; "
+                        "choose another --out or delete that folder")
+
+
 def _distill_run(cfg: Config, out: Path) -> dict:
     """Reuse a finished run, resume an interrupted one, else start it."""
     from fastad.distill import distill
     from fastad.utils.runtime import prepare_run
 
+    _same_settings(cfg, out)
     if (out / "summary.json").is_file():
         return json.loads((out / "summary.json").read_text())
     if (out / "last.pt").is_file():
         return distill(load_config(out / "config.yaml"), out, resume=True)
-    cfg.run.out = str(out)
     return distill(cfg, prepare_run(cfg, "distill"))
 
 
@@ -108,6 +117,7 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
     from fastad.utils.io import atomic_json
     from fastad.utils.runtime import resolve_device, seed_everything, set_threads
 
+    _same_settings(cfg, out)
     if (out / "summary.json").is_file():
         return json.loads((out / "summary.json").read_text())
     set_threads(cfg.run.threads)
