@@ -21,8 +21,10 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fastad.bench.flops import matmul_flops_per_second, synthesis_flops_per_image
 from fastad.config import Config, load_config
 from fastad.errors import UserError
+from fastad.utils.runtime import resolve_device, set_threads
 
 # Config overrides per distillation method: only the synthesis changes between them.
 METHOD_SETS: dict[str, list[str]] = {
@@ -88,7 +90,6 @@ def _teacher_run(cfg: Config, out: Path) -> dict:
     from fastad.distill.loop import load_teacher
     from fastad.train.evaluate import accuracy_report, predict
     from fastad.utils.io import atomic_json
-    from fastad.utils.runtime import resolve_device, set_threads
 
     if (out / "summary.json").is_file():
         return json.loads((out / "summary.json").read_text())
@@ -115,7 +116,7 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
     from fastad.distill.loop import load_teacher
     from fastad.models import create_model
     from fastad.utils.io import atomic_json
-    from fastad.utils.runtime import resolve_device, seed_everything, set_threads
+    from fastad.utils.runtime import seed_everything
 
     _same_settings(cfg, out)
     if (out / "summary.json").is_file():
@@ -171,9 +172,6 @@ def run_bench(spec: BenchSpec) -> dict:
              "time": ([f"distillation.epochs={time_rounds}", f"distillation.max_seconds={spec.budget_seconds}"],
                       time_rounds * d.train_iterations, spec.budget_seconds)}
     out = Path(spec.out)
-    from fastad.bench.flops import matmul_flops_per_second, synthesis_flops_per_image
-    from fastad.utils.runtime import resolve_device, set_threads
-
     rows: list[dict] = []
     for method in spec.methods:
         for comparison in (("-",) if method == "teacher" else COMPARISONS):
