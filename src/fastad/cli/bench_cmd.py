@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fastad.bench.runner import METHODS, QUICK_BUDGET
+from fastad.cli.common import use_embedded_default
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,10 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from fastad.bench import BenchSpec, format_table, run_bench
-    from fastad.cli.distill_cmd import use_embedded_default
 
     if not args.config:
-        use_embedded_default(args)
+        use_embedded_default(args, "bench")
     spec = BenchSpec(config=args.config, sets=list(args.set), out=args.out, quick=args.quick,
                      seeds=args.seeds or ([0] if args.quick else [0, 1, 2]),
                      budget_seconds=(QUICK_BUDGET if args.quick else 120.0) if args.budget_seconds is None

@@ -56,3 +56,24 @@ def resumed_config(args: argparse.Namespace, command: str, *, extend_key: str, e
     cfg = load_config(run_dir / "config.yaml", [f"{extend_key}={extend}"] if extend is not None else [])
     save_config(cfg, run_dir / "config.yaml")  # an extended run's config says so
     return cfg, run_dir
+
+
+# The embedded default: configs/fashion_mnist.yaml of this checkout with the shipped teacher and prior.
+REPO = Path(__file__).resolve().parents[3]
+EMBEDDED_CONFIG = REPO / "configs" / "fashion_mnist.yaml"
+
+
+def use_embedded_default(args: argparse.Namespace, command: str) -> None:
+    """No --config (and, for distill, no --teacher or --prior): run the embedded default, its shipped models found from any
+    working folder (--set and the common flags still apply)."""
+    from fastad.config.loader import read_yaml
+
+    if not EMBEDDED_CONFIG.is_file():
+        raise UserError(f"no --config given and the embedded default ({EMBEDDED_CONFIG}) is not here "
+                        "(it ships with a fastad checkout); pass --config")
+    args.config = str(EMBEDDED_CONFIG)
+    d = read_yaml(EMBEDDED_CONFIG)["distillation"]
+    shipped = [f"distillation.{k}={REPO / d[k]}" for k in ("teacher_checkpoint", "diffusion_checkpoint")]
+    args.set = shipped + list(args.set)  # the user's --set still wins
+    print(f"fastad {command}: no --config, running the embedded default ({EMBEDDED_CONFIG.relative_to(REPO)} with "
+          f"the shipped teacher and prior)", flush=True)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from fastad.cli.common import add_config_flags, config_from_args, resumed_config
-from fastad.errors import UserError
+from fastad.cli.common import add_config_flags, config_from_args, resumed_config, use_embedded_default
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,34 +37,13 @@ def run(args: argparse.Namespace) -> None:
         summary = distill(cfg, run_dir, resume=True)
     else:
         if not (args.config or args.teacher or args.prior):
-            use_embedded_default(args)
+            use_embedded_default(args, "distill")
         flags = {"distillation.teacher_checkpoint": args.teacher, "distillation.diffusion_checkpoint": args.prior,
                  "fast_ad.guidance": args.guidance, "distillation.save_images": args.save_images}
         args.set = list(args.set) + [f"{k}={v}" for k, v in flags.items() if v]
         cfg = config_from_args(args, epochs_key="distillation.epochs")
         summary = distill(cfg, prepare_run(cfg, "distill"))
     print(format_summary(summary))
-
-
-# The embedded default: configs/fashion_mnist.yaml of this checkout with the shipped teacher and prior.
-REPO = Path(__file__).resolve().parents[3]
-EMBEDDED_CONFIG = REPO / "configs" / "fashion_mnist.yaml"
-
-
-def use_embedded_default(args: argparse.Namespace) -> None:
-    """No --config, --teacher or --prior: run the embedded default, its shipped models found from any
-    working folder (--set and the common flags still apply)."""
-    from fastad.config.loader import read_yaml
-
-    if not EMBEDDED_CONFIG.is_file():
-        raise UserError(f"no --config given and the embedded default ({EMBEDDED_CONFIG}) is not here "
-                        "(it ships with a fastad checkout); pass --config")
-    args.config = str(EMBEDDED_CONFIG)
-    d = read_yaml(EMBEDDED_CONFIG)["distillation"]
-    shipped = [f"distillation.{k}={REPO / d[k]}" for k in ("teacher_checkpoint", "diffusion_checkpoint")]
-    args.set = shipped + list(args.set)  # the user's --set still wins
-    print(f"fastad distill: no --config, running the embedded default ({EMBEDDED_CONFIG.relative_to(REPO)} with "
-          f"the shipped teacher and prior)", flush=True)
 
 
 def format_summary(s: dict) -> str:
