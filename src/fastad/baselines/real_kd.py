@@ -19,19 +19,11 @@ from fastad.data import ImageDataset, augment, to_float
 from fastad.distill.loop import kd_loss
 from fastad.errors import UserError
 from fastad.train.evaluate import accuracy_report, normalizer, predict
+from fastad.utils.schedule import lr_factor
 
 __all__ = ["SCHEDULES", "train_student_on_real"]
 
 SCHEDULES = ("cosine", "step", "constant")
-
-
-def _lr_factor(schedule: str, step: int, steps: int, milestones: Sequence[int], lr_decay: float) -> float:
-    """Multiplier of the base lr at 0-based ``step`` (cosine over the *requested* steps)."""
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * step / steps))
-    if schedule == "step":
-        return lr_decay ** sum(step >= m for m in milestones)
-    return 1.0
 
 
 def _check(name: str, value: object, ok: bool, allowed: str) -> None:
@@ -130,7 +122,7 @@ def train_student_on_real(
         with torch.no_grad():
             t_logits = teacher(x)
         for g in opt.param_groups:
-            g["lr"] = lr * _lr_factor(schedule, step, steps, milestones, lr_decay)
+            g["lr"] = lr * lr_factor(schedule, step, steps, milestones, lr_decay)
         loss = kd_loss(student(x), t_logits, kd_temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()

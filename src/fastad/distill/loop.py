@@ -11,7 +11,6 @@ State is checkpointed atomically after every round; ``--resume`` continues bit-i
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from fastad.utils.logger import RunLogger
 from fastad.utils.runtime import (
     resolve_device, rng_state, seed_everything, set_rng_state, set_threads, sync_scheduler_lr,
 )
+from fastad.utils.schedule import lr_factor
 
 
 if TYPE_CHECKING:
@@ -73,13 +73,6 @@ class Progress:
     teacher_top1: float | None = None
     stopped_by_budget: bool = False
     timing: Timing = field(default_factory=Timing)
-
-
-def _lr_factor(cfg: Config, rnd: int) -> float:
-    d = cfg.distillation
-    if d.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * rnd / d.epochs))
-    return d.lr_decay ** sum(rnd >= m for m in d.milestones)
 
 
 def load_teacher(cfg: Config, info, device: torch.device) -> tuple[nn.Module, list[float], list[float]]:
@@ -120,7 +113,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
     if d.student_checkpoint:
         load_weights(student, d.student_checkpoint)
     opt = torch.optim.SGD(student.parameters(), lr=d.lr, momentum=d.momentum, weight_decay=d.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda r: _lr_factor(cfg, r))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda r: lr_factor(d.schedule, r, d.epochs, d.milestones, d.lr_decay))
     buffer = ReplayBuffer(d.buffer_size)
     norm = normalizer(mean, std)
 

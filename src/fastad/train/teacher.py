@@ -23,6 +23,7 @@ from fastad.utils.logger import RunLogger
 from fastad.utils.runtime import (
     resolve_device, rng_state, seed_everything, set_rng_state, set_threads, sync_scheduler_lr,
 )
+from fastad.utils.schedule import lr_factor
 
 
 def lr_lambda(cfg: Config, iters_per_epoch: int):
@@ -35,9 +36,8 @@ def lr_lambda(cfg: Config, iters_per_epoch: int):
         if i < warm:
             return (i + 1) / warm
         if t.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * (i - warm) / max(1, total - warm)))
-        epoch = i // iters_per_epoch
-        return t.lr_decay ** sum(epoch >= m for m in t.milestones)
+            return lr_factor("cosine", i - warm, max(1, total - warm), t.milestones, t.lr_decay)
+        return lr_factor("step", i // iters_per_epoch, total, t.milestones, t.lr_decay)  # milestones in epochs
 
     return f
 
