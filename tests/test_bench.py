@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fastad.bench.runner import METHOD_SETS, SWEEP_SETS
 from fastad.cli.main import main
 from fastad.diffusion import build_unet, save_prior
 from fastad.models import create_model, save_classifier
@@ -27,9 +28,12 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     save_classifier(root / "teacher.safetensors", teacher, {
         "arch": "resnet8", "num_classes": 10, "in_channels": 1, "input_size": [28, 28], "dataset": "fashion_mnist",
         "mean": [0.2860], "std": [0.3530]})
-    save_prior(root / "prior", build_unet(sample_size=28, in_channels=1, block_out_channels=(8, 16, 16)),
-               num_train_timesteps=100)
-    return {"data": data, "teacher": root / "teacher.safetensors", "prior": root / "prior"}
+    unet = build_unet(sample_size=28, in_channels=1, block_out_channels=(8, 16, 16))
+    save_prior(root / "prior", unet, num_train_timesteps=100)
+    # The out-of-domain setting's prior names the classes it was trained on: 0-4 of 10.
+    save_prior(root / "prior_c0-4", unet, num_train_timesteps=100, metadata={"classes": [0, 1, 2, 3, 4]})
+    return {"data": data, "teacher": root / "teacher.safetensors", "prior": root / "prior",
+            "ood_prior": root / "prior_c0-4"}
 
 
 def bench_args(assets, out):
@@ -45,36 +49,54 @@ def bench_args(assets, out):
 
 def test_bench_quick(assets, tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main([str(a) for a in bench_args(assets, out)]) == 0, capsys.readouterr().err
+    assert main([str(a) for a in bench_args(assets, out)] + ["--ood-prior", str(assets["ood_prior"])]) == 0, \
+        capsys.readouterr().err
     stdout = capsys.readouterr().out
     result = json.loads((out / "bench.json").read_text())
-    rows = {(r["method"], r["comparison"]): r for r in result["rows"]}
-    methods = ["cadr", "cadr-full", "fixed", "none", "deepinversion", "real-kd"]
-    assert set(rows) == {("teacher", "-")} | {(m, c) for m in methods for c in ("images", "time")}
-    assert result["images_per_method"] == 16 and result["deepinversion_iterations"] == 2
-    for m in methods[:5]:
-        assert rows[m, "images"]["images_synthesized"] == 16  # equal images: 2 rounds x 8
-        assert rows[m, "images"]["stopped_by_budget"] == [False]
-        assert rows[m, "time"]["stopped_by_budget"] == [True]  # equal time: the 0.05 s budget ends the run
-        assert rows[m, "time"]["synthesis_images_per_second"] > 0
-        assert 0 <= rows[m, "images"]["top1_mean"] <= 100
-        assert rows[m, "images"]["synthesis_flops_per_image"] > 0 and 0 < rows[m, "time"]["matmul_efficiency"] < 10
+    rows = {(r["setting"], r["method"], r["comparison"]): r for r in result["rows"]}
+    methods = list(METHOD_SETS) + ["real-kd"]
+    expected = {("teacher", "-")} | {(m, c) for m in methods for c in ("images", "time")} | \
+        {(m, "images") for m in SWEEP_SETS}
+    assert set(rows) == {(s, *k) for s in ("in-domain", "out-of-domain") for k in expected}
+    assert result["settings"]["in-domain"]["unseen_classes"] == []
+    assert result["settings"]["out-of-domain"]["unseen_classes"] == [5, 6, 7, 8, 9]
+    assert result["settings"]["in-domain"]["images_per_method"] == 16 and result["deepinversion_iterations"] == 2
+    for m in list(METHOD_SETS):
+        r = rows["in-domain", m, "images"]
+        assert r["images_synthesized"] == 16  # equal images: 2 rounds x 8
+        assert r["stopped_by_budget"] == [False] and 0 <= r["top1_mean"] <= 100
+        assert rows["in-domain", m, "time"]["stopped_by_budget"] == [True]  # the 0.05 s budget ends the run
+        assert rows["in-domain", m, "time"]["synthesis_images_per_second"] > 0
+        assert r["synthesis_flops_per_image"] > 0 and 0 < rows["in-domain", m, "time"]["matmul_efficiency"] < 10
+        assert "unseen_top1_mean" not in r
+        # Out of domain: the mean over classes 5-9 of the run's own per-class accuracies.
+        o = rows["out-of-domain", m, "images"]
+        per_class = json.loads((out / "out-of-domain" / m / "images" / "seed0" / "summary.json").read_text())[
+            "student_per_class"]
+        assert o["unseen_top1"] == [pytest.approx(sum(per_class[5:]) / 5)]
+        assert o["seen_top1"] == [pytest.approx(sum(per_class[:5]) / 5)]
     assert result["matmul_flops_per_second"] > 0
-    assert rows["cadr-full", "images"]["synthesis_flops_per_image"] > rows["cadr", "images"]["synthesis_flops_per_image"]
-    assert rows["cadr", "images"]["synthesis_flops_per_image"] > rows["none", "images"]["synthesis_flops_per_image"]
-    assert not rows["real-kd", "images"]["data_free"] and rows["real-kd", "images"]["images_synthesized"] == 0
-    summary = json.loads((out / "real-kd" / "images" / "seed0" / "summary.json").read_text())
+    flops = {m: rows["in-domain", m, "images"]["synthesis_flops_per_image"] for m in METHOD_SETS}
+    assert flops["cadr-full"] > flops["cadr"] > flops["none"]
+    assert flops["x0-rec"] > flops["x0"] > flops["x0-mix"] > flops["none"]  # recurrence doubles, mixing halves
+    assert rows["in-domain", "cadr-50", "images"]["synthesis_flops_per_image"] > flops["cadr"]
+    assert not rows["in-domain", "real-kd", "images"]["data_free"]
+    assert rows["in-domain", "real-kd", "images"]["images_synthesized"] == 0
+    summary = json.loads((out / "in-domain" / "real-kd" / "images" / "seed0" / "summary.json").read_text())
     assert summary["steps"] == 2 * 2  # the distill runs' step count: 2 rounds x 2 KD steps
     md = (out / "bench.md").read_text()
     assert "| deepinversion (2 iterations) | images |" in md and "real-kd (not data-free)" in md
-    assert "teacher (reference)" in md and sum(l.startswith("| ") for l in md.splitlines()) == 1 + 13  # header, 13 rows
+    assert "never saw classes [5, 6, 7, 8, 9]" in md
+    n_rows = len(expected)
+    assert "teacher (reference)" in md and sum(l.startswith("| ") for l in md.splitlines()) == 2 * (1 + n_rows)
     assert "| method | comparison |" in stdout
+    assert (out / "bench.png").stat().st_size > 10_000  # the accuracy-vs-time plot
 
     # A second invocation reuses every finished run and resumes an interrupted one (last.pt, no summary).
-    interrupted = out / "cadr" / "images" / "seed0" / "summary.json"
+    interrupted = out / "in-domain" / "cadr" / "images" / "seed0" / "summary.json"
     interrupted.unlink()
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
-    assert main([str(a) for a in bench_args(assets, out)]) == 0
+    assert main([str(a) for a in bench_args(assets, out)] + ["--ood-prior", str(assets["ood_prior"])]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json") if p != interrupted} == mtimes
     assert json.loads(interrupted.read_text())["images_synthesized"] == 16
     timed = ("synthesis_flops_per_second", "matmul_efficiency")  # against a matmul rate measured anew

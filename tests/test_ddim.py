@@ -222,3 +222,28 @@ def test_step_shapes_dtypes_and_callback() -> None:
     first, _ = ddim_step(x[:1], eps[:1], 0.3, 0.5)
     second, _ = ddim_step(x[1:], eps[1:], 0.6, 0.8)
     torch.testing.assert_close(both, torch.cat([first, second]))
+
+
+def test_x0_fn_and_recurrence() -> None:
+    """An identity x0_fn changes nothing; recurrence redoes each chosen step (more eps calls, new noise)
+    and needs a generator; recurrence at no timestep is plain DDIM."""
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    x_T = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    calls = []
+
+    def eps_fn(x, t):
+        calls.append(int(t[0]))
+        return 0.3 * x
+
+    ts = ddim_timesteps(1000, 4)
+    plain = ddim_sample(eps_fn, x_T, abar, ts)
+    assert torch.equal(ddim_sample(eps_fn, x_T, abar, ts, x0_fn=lambda x_t, t, x0: x0), plain)
+    calls.clear()
+    gen = torch.Generator().manual_seed(1)
+    assert torch.equal(ddim_sample(eps_fn, x_T, abar, ts, recurrence=2, recur_if=lambda t: False, generator=gen), plain)
+    calls.clear()
+    redone = ddim_sample(eps_fn, x_T, abar, ts, recurrence=2, recur_if=lambda t: t > 500, generator=gen)
+    big = [t for t in ts.tolist() if t > 500]
+    assert len(calls) == len(ts) + 2 * len(big) and not torch.equal(redone, plain)
+    with pytest.raises(UserError, match="recurrence"):
+        ddim_sample(eps_fn, x_T, abar, ts, recurrence=1)

@@ -235,3 +235,52 @@ def test_max_seconds_budget_stops_early(assets, tmp_path, capsys):
     assert [r["round"] for r in rows] == [1] and "eval/top1" in rows[0]
     assert run_cli(["distill", "--resume", out], capsys)[0] == 0  # a resumed finished run stays stopped
     assert json.loads((out / "summary.json").read_text())["rounds"] == 1
+
+
+def test_guidance_variants_end_to_end(assets, tmp_path, capsys):
+    """The beyond-the-paper options run through fastad distill; the summary has per-class accuracy."""
+    out = tmp_path / "variants"
+    extra = ["--guidance", "fixed", "--set", "fast_ad.rule=x0", "--set", "fast_ad.inner_steps=2",
+             "--set", "fast_ad.recurrence=1", "--set", "fast_ad.t_window=[0.2, 1.0]",
+             "--set", "fast_ad.guided_fraction=0.5", "--set", "fast_ad.strength_ref_steps=1",
+             "--set", "fast_ad.bn_weight=3"]
+    rc, _, err = run_cli(distill_args(assets, out, *extra, rounds=2), capsys)
+    assert rc == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["student_per_class"]) == 10 and summary["images_synthesized"] == 16
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["guidance/steps"] > 0
+
+
+def test_guided_fraction_leaves_the_rest_plain_ddim(assets):
+    """guided_fraction 0.5: the batch's second half is exactly what unguided DDIM makes from the same noise."""
+    from fastad.diffusion import load_prior
+    from fastad.distill.synthesis import Synthesizer, unconditional
+    from fastad.guidance import CADRConfig, make_view
+
+    prior = load_prior(assets["prior"])
+    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval().requires_grad_(False)
+    labels = torch.arange(8)
+
+    def make(guidance, fraction):
+        return Synthesizer(prior, teacher, guidance=guidance, cadr=CADRConfig(gate="fixed", lambda_max=3.0),
+                           view=make_view(FMNIST_MEAN, FMNIST_STD), num_steps=3, spacing="leading", ddim_eta=0.0,
+                           clip_x0=True, provider=unconditional, device=torch.device("cpu"), guided_fraction=fraction)
+
+    mixed = make("fixed", 0.5)(labels, generator=torch.Generator().manual_seed(0))
+    plain = make("none", 1.0)(labels, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(mixed[4:], plain[4:], atol=1e-5, rtol=0)
+    assert not torch.allclose(mixed[:4], plain[:4], atol=1e-3)
+
+
+def test_lr_schedule_ends_with_the_budget():
+    """Under max_seconds the schedule's position is the budget share spent (if ahead of the rounds)."""
+    from types import SimpleNamespace
+
+    from fastad.distill.loop import Progress, Timing, _schedule_position
+
+    d = SimpleNamespace(max_seconds=100.0, epochs=1000)
+    assert _schedule_position(Progress(round=3, timing=Timing(synthesis=20.0, training=30.0)), d) == 500.0
+    assert _schedule_position(Progress(round=3, timing=Timing(synthesis=200.0)), d) == 1000.0
+    assert _schedule_position(Progress(round=700, timing=Timing(training=1.0)), d) == 700.0
+    assert _schedule_position(Progress(round=3, timing=Timing(training=90.0)), SimpleNamespace(max_seconds=0, epochs=9)) == 3

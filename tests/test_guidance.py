@@ -310,3 +310,87 @@ def test_with_ddim_sample_and_stats_summary(teacher: nn.Module) -> None:
     assert 0 < s["gate_mean"] <= 1.5 and s["l_bn"] > 0 and s["loss"] > s["ce"]
     stats.reset()
     assert stats.summary() == {"steps": 0}
+
+
+# --- variants beyond the paper (docs/guidance.md) ----------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"t_window": (0.6, 0.2)}, "t_window"), ({"t_window": (0.0, 1.5)}, "t_window"), ({"inner_steps": 0}, "inner_steps"),
+    ({"inner_steps": 3}, "inner_steps"), ({"rule": "x0", "grad_mode": "full"}, "grad_mode"), ({"rule": "dps"}, "rule"),
+    ({"bn_weight": -1.0}, "bn_weight"), ({"step_scale": 0.0}, "step_scale"),
+])
+def test_variant_config_values_raise_user_error(kwargs: dict, needle: str) -> None:
+    with pytest.raises(UserError, match=needle) as e:
+        CADRConfig(**kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_t_window_leaves_steps_outside_it_unguided(teacher: nn.Module) -> None:
+    x_t, y, eps_fn = _inputs()
+    cfg = CADRConfig(gate="fixed", t_window=(0.0, 0.5))
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, cfg, view=VIEW) as guided:
+        assert torch.equal(guided(x_t, _t(700)), eps_fn(x_t, _t(700)))  # t / T = 0.7: outside
+        assert not torch.equal(guided(x_t, _t(400)), eps_fn(x_t, _t(400)))  # 0.4: inside
+        assert guided.active(500) and not guided.active(501)
+
+
+def test_step_scale_and_bn_weight_scale_the_rectification(teacher: nn.Module) -> None:
+    """``step_scale`` multiplies the rectification's size; ``bn_weight=0`` is the CE-only gradient."""
+    x_t, y, eps_fn = _inputs()
+    eps = eps_fn(x_t, _t(400))
+    deltas = {}
+    for name, cfg in {"base": CADRConfig(gate="fixed", xi=1e-12),
+                      "scaled": CADRConfig(gate="fixed", xi=1e-12, step_scale=2.5)}.items():
+        with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, cfg, view=VIEW) as guided:
+            deltas[name] = guided(x_t, _t(400)) - eps
+    torch.testing.assert_close(deltas["scaled"], 2.5 * deltas["base"], rtol=1e-4, atol=1e-6)
+
+    stats = GuidanceStats()
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, CADRConfig(gate="fixed", bn_weight=0.0), view=VIEW,
+                          stats=stats) as guided:
+        d_ce = guided(x_t, _t(400)) - eps
+    assert stats.steps[0]["l_bn"] == 0.0
+    # The direction is the normalised gradient of the CE alone, taken by hand.
+    x0 = _preview(x_t, eps, 400).requires_grad_(True)
+    ce = F.cross_entropy(teacher(VIEW(x0)), y, reduction="sum")
+    (g,) = torch.autograd.grad(ce, x0)
+    cos = F.cosine_similarity(d_ce.flatten(1), g.flatten(1), dim=1)
+    assert bool((cos > 0.999).all())
+
+
+def test_x0_rule_steps_the_preview_down_the_loss(teacher: nn.Module) -> None:
+    """Rule x0: eps is the prior's; the corrected preview moves lam * x0_step * sqrt(D) per inner step
+    (RMS lam * x0_step per pixel), lowers the teacher's CE, and more inner steps lower it further."""
+    x_t, y, eps_fn = _inputs()
+    x0 = _preview(x_t, eps_fn(x_t, _t(400)), 400)
+    out = {}
+    for k in (1, 4):
+        stats = GuidanceStats()
+        cfg = CADRConfig(gate="fixed", lambda_max=1.0, rule="x0", inner_steps=k, x0_step=0.05, xi=1e-12)
+        with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, cfg, view=VIEW, stats=stats) as guided:
+            assert torch.equal(guided(x_t, _t(400)), eps_fn(x_t, _t(400)))  # eps untouched under rule x0
+            out[k] = guided.correct_x0(x_t, _t(400), x0)
+        assert len(stats.steps) == k
+    torch.testing.assert_close((out[1] - x0).flatten(1).norm(dim=1), torch.full((B,), 0.05 * 16.0), rtol=1e-4, atol=0)
+    with torch.no_grad():
+        ce = [F.cross_entropy(teacher(VIEW(v)), y).item() for v in (x0, out[1], out[4])]
+    assert ce[2] < ce[1] < ce[0]
+    # Outside the window (and under rule eps) the preview passes through unchanged.
+    cfg = CADRConfig(gate="fixed", rule="x0", t_window=(0.0, 0.1))
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, cfg, view=VIEW) as guided:
+        assert guided.correct_x0(x_t, _t(400), x0) is x0
+
+
+def test_x0_rule_in_ddim_sample_changes_only_guided_steps(teacher: nn.Module) -> None:
+    g = torch.Generator().manual_seed(3)
+    x_T = torch.randn(B, 1, 16, 16, generator=g)
+    _, y, eps_fn = _inputs()
+    ts = ddim_timesteps(1000, 5)
+    plain = ddim_sample(eps_fn, x_T, ABAR, ts)
+    cfg = CADRConfig(gate="fixed", rule="x0", inner_steps=2)
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, cfg, view=VIEW) as guided:
+        steered = ddim_sample(guided, x_T, ABAR, ts, x0_fn=guided.correct_x0)
+    with torch.no_grad():
+        ce = [F.cross_entropy(teacher(VIEW(v)), y).item() for v in (plain, steered)]
+    assert ce[1] < ce[0]

@@ -58,11 +58,11 @@ def train_student_on_real(
 
     ``max_seconds`` stops training once that much training wall time has been spent (checked
     before each step; periodic evaluations are not counted), for equal-time comparisons; the lr
-    schedule still runs over ``steps``. ``eval_every`` scores the test split every that many steps.
+    schedule then runs over whichever ends first, ``steps`` or the budget. ``eval_every`` scores the test split every that many steps.
     All randomness comes from ``generator``.
 
     Returns a dict: ``student_top1``/``student_top5`` (percent on ``test``; top5 None below 5
-    classes), ``steps_done``, ``steps_requested``, ``stopped_early`` (the budget ran out),
+    classes), ``student_per_class``, ``steps_done``, ``steps_requested``, ``stopped_early`` (the budget ran out),
     ``images_seen``, ``final_kd_loss``, ``train_seconds``, ``eval_seconds``, ``wall_seconds`` and
     ``history`` (``[{step, top1, top5, kd_loss, train_seconds}]``: the periodic evaluations, then
     the final one).
@@ -121,8 +121,10 @@ def train_student_on_real(
         x = norm(x)
         with torch.no_grad():
             t_logits = teacher(x)
+        # Under a budget the schedule ends with it (position = the share of the budget spent, if further).
+        position = step if max_seconds is None else max(step, min(train_s / max_seconds, 1.0) * steps)
         for g in opt.param_groups:
-            g["lr"] = lr * lr_factor(schedule, step, steps, milestones, lr_decay)
+            g["lr"] = lr * lr_factor(schedule, position, steps, milestones, lr_decay)
         loss = kd_loss(student(x), t_logits, kd_temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -142,7 +144,8 @@ def train_student_on_real(
     history.append({"step": done, "top1": rep["top1"], "top5": rep.get("top5"), "kd_loss": loss_val,
                     "train_seconds": train_s})
     student.train(was_training)
-    return {"student_top1": rep["top1"], "student_top5": rep.get("top5"), "steps_done": done,
+    return {"student_top1": rep["top1"], "student_top5": rep.get("top5"), "student_per_class": rep["per_class"],
+            "steps_done": done,
             "steps_requested": steps, "stopped_early": done < steps, "images_seen": done * batch_size,
             "final_kd_loss": loss_val, "train_seconds": train_s, "eval_seconds": eval_s,
             "wall_seconds": time.perf_counter() - t_start, "history": history}

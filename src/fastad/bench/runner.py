@@ -27,23 +27,48 @@ from fastad.errors import UserError
 from fastad.utils.runtime import resolve_device, set_threads
 
 # Config overrides per distillation method: only the synthesis changes between them.
+_DIFFUSION = ["distillation.synthesizer=diffusion"]
+_X0 = [*_DIFFUSION, "fast_ad.guidance=fixed", "fast_ad.rule=x0", "fast_ad.lambda_max=1.0", "fast_ad.inner_steps=3",
+       "fast_ad.x0_step=0.1"]
 METHOD_SETS: dict[str, list[str]] = {
-    "cadr": ["distillation.synthesizer=diffusion", "fast_ad.guidance=cadr", "fast_ad.grad_mode=tweedie"],
-    "cadr-full": ["distillation.synthesizer=diffusion", "fast_ad.guidance=cadr", "fast_ad.grad_mode=full"],
-    "fixed": ["distillation.synthesizer=diffusion", "fast_ad.guidance=fixed", "fast_ad.grad_mode=tweedie"],
-    "none": ["distillation.synthesizer=diffusion", "fast_ad.guidance=none"],
+    "none": [*_DIFFUSION, "fast_ad.guidance=none"],
+    "cadr": [*_DIFFUSION, "fast_ad.guidance=cadr", "fast_ad.grad_mode=tweedie"],
+    "cadr-full": [*_DIFFUSION, "fast_ad.guidance=cadr", "fast_ad.grad_mode=full"],
+    "fixed": [*_DIFFUSION, "fast_ad.guidance=fixed", "fast_ad.grad_mode=tweedie"],
     "deepinversion": ["distillation.synthesizer=deepinversion"],
+    # Recipes beyond the paper (docs/guidance.md): gradient steps on the preview (rule x0).
+    "x0": _X0,
+    "x0-rec": [*_X0, "fast_ad.recurrence=1"],
+    "x0-mix": [*_X0, "fast_ad.guided_fraction=0.5"],
 }
+# One lever at a time, measured at equal images only (the sweep): DDIM steps, the step-count
+# strength scaling, the preview clamp, the t window, the BN weight and the adversarial term.
+SWEEP_SETS: dict[str, list[str]] = {
+    "none-noclip": [*METHOD_SETS["none"], "fast_ad.clip_x0=false"],
+    "cadr-noclip": [*METHOD_SETS["cadr"], "fast_ad.clip_x0=false"],
+    "cadr-25": [*METHOD_SETS["cadr"], "fast_ad.ddim_steps=25"],
+    "cadr-50": [*METHOD_SETS["cadr"], "fast_ad.ddim_steps=50"],
+    "cadr-50-scaled": [*METHOD_SETS["cadr"], "fast_ad.ddim_steps=50", "fast_ad.strength_ref_steps=10"],
+    "x0-late": [*_X0, "fast_ad.t_window=[0.0,0.5]"],
+    "x0-bn0": [*_X0, "fast_ad.bn_weight=0"],
+    "x0-bn10": [*_X0, "fast_ad.bn_weight=10"],
+    "x0-adv": [*_X0, "fast_ad.beta_adv=1.0"],
+}
+ALL_SETS = {**METHOD_SETS, **SWEEP_SETS}
 REFERENCES = ("teacher", "real-kd")
-METHODS = (*METHOD_SETS, *REFERENCES)
+METHODS = (*METHOD_SETS, *REFERENCES, *SWEEP_SETS)
 COMPARISONS = ("images", "time")
-# Time comparison: rounds (or real-KD steps) the budget ends long before; the lr schedule spans them.
+# Time comparison: rounds (or real-KD steps) the budget ends long before; the lr schedule follows the budget.
 UNREACHABLE_ROUNDS = 100_000
 # --quick: tiny everything, for the tests (applied before the user's --set, which still wins).
 QUICK_SETS = ["distillation.epochs=2", "distillation.synthesis_batch_size=16", "distillation.train_batch_size=32",
               "distillation.train_iterations=5", "distillation.deepinversion_iterations=2",
-              "fast_ad.ddim_steps=2", "logging.tensorboard=false"]
+              "fast_ad.ddim_steps=2", "distillation.evaluate_teacher=false", "logging.tensorboard=false"]
 QUICK_BUDGET, QUICK_TIME_ROUNDS = 1.0, 50
+# The full bench's run size (before the user's --set): ~2 h on 2 cores for both settings.
+BENCH_SETS = ["distillation.epochs=5", "distillation.train_iterations=20", "distillation.deepinversion_iterations=100",
+              "distillation.eval_every=1000", "distillation.evaluate_teacher=false", "logging.tensorboard=false"]
+BENCH_BUDGET = 40.0
 
 
 @dataclass
@@ -51,15 +76,27 @@ class BenchSpec:
     config: str | None
     sets: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    budget_seconds: float = 120.0
+    budget_seconds: float = BENCH_BUDGET
     images: int | None = None  # None: the config's epochs x synthesis_batch_size
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     out: str = "runs/bench"
     quick: bool = False
+    # Setting name -> config overrides; each setting is a full bench (e.g. an out-of-domain prior).
+    settings: dict[str, list[str]] = field(default_factory=lambda: {"in-domain": []})
 
 
 def _config(spec: BenchSpec, extra: list[str]) -> Config:
-    return load_config(spec.config, [*(QUICK_SETS if spec.quick else []), *spec.sets, "logging.progress=false", *extra])
+    size = QUICK_SETS if spec.quick else BENCH_SETS
+    return load_config(spec.config, [*size, *spec.sets, "logging.progress=false", *extra])
+
+
+def unseen_classes(cfg: Config) -> list[int]:
+    """The teacher's classes the prior never saw in training (from the prior's ``fastad_prior.json``)."""
+    path = Path(cfg.distillation.diffusion_checkpoint or "") / "fastad_prior.json"
+    if not path.is_file():
+        return []
+    seen = json.loads(path.read_text()).get("metadata", {}).get("classes")
+    return [] if seen is None else [c for c in range(cfg.distillation.num_classes) if c not in seen]
 
 
 def _same_settings(cfg: Config, out: Path) -> None:
@@ -151,7 +188,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def run_bench(spec: BenchSpec) -> dict:
-    """Run (or resume) every (method, comparison, seed); write ``bench.md`` and ``bench.json`` under ``spec.out``."""
+    """Run (or resume) every (setting, method, comparison, seed); write ``bench.md``, ``bench.json`` and
+    ``bench.png`` under ``spec.out``."""
     bad = [m for m in spec.methods if m not in METHODS]
     if bad:
         raise UserError(f"--methods: unknown {', '.join(bad)}; choose from {', '.join(METHODS)}")
@@ -159,59 +197,80 @@ def run_bench(spec: BenchSpec) -> dict:
         raise UserError(f"--budget-seconds: got {spec.budget_seconds}; it must be a number > 0")
     if not spec.seeds:
         raise UserError("--seeds: give at least one seed")
-    base = _config(spec, [])
-    d = base.distillation
-    images = spec.images if spec.images is not None else d.epochs * d.synthesis_batch_size
-    if images < 1:
-        raise UserError(f"--images: got {images}; it must be >= 1")
-    rounds = math.ceil(images / d.synthesis_batch_size)
-    time_rounds = QUICK_TIME_ROUNDS if spec.quick else UNREACHABLE_ROUNDS
-    # Per comparison: the distill overrides, and real-KD's (steps, budget): KD steps match the distill runs'.
-    plans = {"images": ([f"distillation.epochs={rounds}", "distillation.max_seconds=0"],
-                        rounds * d.train_iterations, None),
-             "time": ([f"distillation.epochs={time_rounds}", f"distillation.max_seconds={spec.budget_seconds}"],
-                      time_rounds * d.train_iterations, spec.budget_seconds)}
     out = Path(spec.out)
     rows: list[dict] = []
-    for method in spec.methods:
-        for comparison in (("-",) if method == "teacher" else COMPARISONS):
-            runs = []
-            for seed in spec.seeds if method != "teacher" else spec.seeds[:1]:
-                folder = out / method / comparison / f"seed{seed}"
-                print(f"fastad bench: {method} / {comparison} / seed {seed} -> {folder}", flush=True)
-                if method == "teacher":
-                    runs.append(_teacher_run(base, folder))
-                    continue
-                sets, steps, budget = plans[comparison]
-                cfg = _config(spec, [*sets, f"run.seed={seed}", *METHOD_SETS.get(method, [])])
-                runs.append(_real_kd_run(cfg, folder, steps=steps, max_seconds=budget) if method == "real-kd"
-                            else _distill_run(cfg, folder))
-            rows.append(_row(method, comparison, spec, runs))
+    meta: dict = {}
+    for setting, setting_sets in spec.settings.items():
+        base = _config(spec, setting_sets)
+        d = base.distillation
+        images = spec.images if spec.images is not None else d.epochs * d.synthesis_batch_size
+        if images < 1:
+            raise UserError(f"--images: got {images}; it must be >= 1")
+        rounds = math.ceil(images / d.synthesis_batch_size)
+        time_rounds = QUICK_TIME_ROUNDS if spec.quick else UNREACHABLE_ROUNDS
+        # Step milestones keep their place in the run when the time comparison stretches the rounds.
+        stretched = [max(1, round(m * time_rounds / d.epochs)) for m in d.milestones]
+        # Per comparison: the distill overrides, and real-KD's (steps, budget): KD steps match the distill runs'.
+        plans = {"images": ([f"distillation.epochs={rounds}", "distillation.max_seconds=0"],
+                            rounds * d.train_iterations, None),
+                 "time": ([f"distillation.epochs={time_rounds}", f"distillation.max_seconds={spec.budget_seconds}",
+                           f"distillation.milestones={stretched}"],
+                          time_rounds * d.train_iterations, spec.budget_seconds)}
+        unseen = unseen_classes(base)
+        meta[setting] = {"images_per_method": rounds * d.synthesis_batch_size, "unseen_classes": unseen,
+                         "prior": d.diffusion_checkpoint, "overrides": setting_sets}
+        prefix = out / setting
+        for method in spec.methods:
+            comparisons = ("-",) if method == "teacher" else ("images",) if method in SWEEP_SETS else COMPARISONS
+            for comparison in comparisons:
+                runs = []
+                for seed in spec.seeds if method != "teacher" else spec.seeds[:1]:
+                    folder = prefix / method / comparison / f"seed{seed}"
+                    print(f"fastad bench: {setting} / {method} / {comparison} / seed {seed} -> {folder}", flush=True)
+                    if method == "teacher":
+                        runs.append(_teacher_run(base, folder))
+                        continue
+                    sets, steps, budget = plans[comparison]
+                    cfg = _config(spec, [*setting_sets, *sets, f"run.seed={seed}", *ALL_SETS.get(method, [])])
+                    runs.append(_real_kd_run(cfg, folder, steps=steps, max_seconds=budget) if method == "real-kd"
+                                else _distill_run(cfg, folder))
+                rows.append(_row(setting, method, comparison, spec, runs, unseen))
     # Efficiency (DESIGN.md section 5): counted synthesis FLOPs per image x measured images/s, over this
     # machine's float32 matmul rate, measured now with the runs' thread setting.
+    base = _config(spec, [])
     set_threads(base.run.threads)
     peak = matmul_flops_per_second(n=256 if spec.quick else 1024, device=resolve_device(base.run.device))
-    flops = {m: synthesis_flops_per_image(_config(spec, [*plans["images"][0], *METHOD_SETS[m]]))
-             for m in dict.fromkeys(r["method"] for r in rows) if m in METHOD_SETS}
+    flops: dict[tuple[str, str], float] = {}
     for r in rows:
-        if r["method"] in flops and r["synthesis_images_per_second"] is not None:
-            achieved = flops[r["method"]] * r["synthesis_images_per_second"]
-            r.update({"synthesis_flops_per_image": flops[r["method"]], "synthesis_flops_per_second": achieved,
+        key = (r["setting"], r["method"])
+        if r["method"] in ALL_SETS and key not in flops:
+            flops[key] = synthesis_flops_per_image(_config(spec, [*spec.settings[r["setting"]], *ALL_SETS[r["method"]]]))
+        if key in flops and r["synthesis_images_per_second"] is not None:
+            achieved = flops[key] * r["synthesis_images_per_second"]
+            r.update({"synthesis_flops_per_image": flops[key], "synthesis_flops_per_second": achieved,
                       "matmul_efficiency": achieved / peak})
-    result = {"spec": asdict(spec), "images_per_method": rounds * d.synthesis_batch_size,
-              "budget_seconds": spec.budget_seconds, "deepinversion_iterations": d.deepinversion_iterations,
+    result = {"spec": asdict(spec), "settings": meta, "budget_seconds": spec.budget_seconds,
+              "deepinversion_iterations": base.distillation.deepinversion_iterations,
               "matmul_flops_per_second": peak, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "bench.md").write_text(format_table(result))
+    plot_bench(result, out / "bench.png")
     return result
 
 
-def _row(method: str, comparison: str, spec: BenchSpec, runs: list[dict]) -> dict:
+def _row(setting: str, method: str, comparison: str, spec: BenchSpec, runs: list[dict], unseen: list[int]) -> dict:
     top1 = [r["student_top1"] for r in runs]
     mean, std = _mean_std(top1)
-    row = {"method": method, "comparison": comparison, "seeds": spec.seeds[:len(runs)], "top1": top1,
-           "top1_mean": mean, "top1_std": std, "data_free": method not in REFERENCES}
+    row = {"setting": setting, "method": method, "comparison": comparison, "seeds": spec.seeds[:len(runs)],
+           "top1": top1, "top1_mean": mean, "top1_std": std, "data_free": method not in REFERENCES}
+    if unseen and all(r.get("student_per_class") for r in runs):
+        # Accuracy on the classes the prior never saw, and on the rest, per run (then mean and spread).
+        seen = [c for c in range(len(runs[0]["student_per_class"])) if c not in unseen]
+        for name, classes in (("unseen", unseen), ("seen", seen)):
+            vals = [statistics.mean(r["student_per_class"][c] for c in classes) for r in runs]
+            row[f"{name}_top1"] = vals
+            row[f"{name}_top1_mean"], row[f"{name}_top1_std"] = _mean_std(vals)
     if method == "teacher":
         return row
     synth_s = sum(r["synthesis_seconds"] for r in runs)
@@ -225,31 +284,76 @@ def _row(method: str, comparison: str, spec: BenchSpec, runs: list[dict]) -> dic
     return row
 
 
+def _pm(row: dict, key: str) -> str:
+    if f"{key}_mean" not in row:
+        return "-"
+    return f"{row[f'{key}_mean']:.2f}" + (f" ± {row[f'{key}_std']:.2f}" if len(row[key]) > 1 else "")
+
+
 def format_table(result: dict) -> str:
-    """The Markdown table of ``bench.md``."""
+    """The Markdown tables of ``bench.md``: one per setting."""
     di = result["deepinversion_iterations"]
-    lines = ["| method | comparison | student top-1 (%) | images synthesised | synthesis images/s "
-             "| synthesis GFLOP/s (% of fp32 matmul) | wall s |", "|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        name = {"deepinversion": f"deepinversion ({di} iterations)", "real-kd": "real-kd (not data-free)",
-                "teacher": "teacher (reference)"}.get(r["method"], r["method"])
-        top1 = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if len(r["top1"]) > 1 else "")
-        if r["method"] == "teacher":
-            lines.append(f"| {name} | - | {top1} | - | - | - | - |")
-            continue
-        images = f"0 ({r['real_images_seen']:.0f} real seen)" if r["method"] == "real-kd" \
-            else f"{r['images_synthesized']:.0f}"
-        ips = "-" if r["synthesis_images_per_second"] is None else f"{r['synthesis_images_per_second']:.2f}"
-        eff = "-" if "matmul_efficiency" not in r else \
-            f"{r['synthesis_flops_per_second'] / 1e9:.2f} ({100 * r['matmul_efficiency']:.1f}%)"
-        lines.append(f"| {name} | {r['comparison']} | {top1} | {images} | {ips} | {eff} | {r['wall_seconds']:.1f} |")
+    out: list[str] = []
+    for setting, meta in result["settings"].items():
+        unseen = meta["unseen_classes"]
+        out += [f"### {setting}: prior `{meta['prior']}`" + (f", never saw classes {unseen}" if unseen else ""), "",
+                "| method | comparison | student top-1 (%) | unseen classes (%) | images synthesised "
+                "| synthesis images/s | synthesis GFLOP/s (% of fp32 matmul) | wall s |",
+                "|---|---|---|---|---|---|---|---|"]
+        for r in (r for r in result["rows"] if r["setting"] == setting):
+            name = {"deepinversion": f"deepinversion ({di} iterations)", "real-kd": "real-kd (not data-free)",
+                    "teacher": "teacher (reference)"}.get(r["method"], r["method"])
+            if r["method"] == "teacher":
+                out.append(f"| {name} | - | {_pm(r, 'top1')} | {_pm(r, 'unseen_top1')} | - | - | - | - |")
+                continue
+            images = f"0 ({r['real_images_seen']:.0f} real seen)" if r["method"] == "real-kd" \
+                else f"{r['images_synthesized']:.0f}"
+            ips = "-" if r["synthesis_images_per_second"] is None else f"{r['synthesis_images_per_second']:.2f}"
+            eff = "-" if "matmul_efficiency" not in r else \
+                f"{r['synthesis_flops_per_second'] / 1e9:.2f} ({100 * r['matmul_efficiency']:.1f}%)"
+            out.append(f"| {name} | {r['comparison']} | {_pm(r, 'top1')} | {_pm(r, 'unseen_top1')} | {images} | {ips} "
+                       f"| {eff} | {r['wall_seconds']:.1f} |")
+        out += ["", f"`images`: every method synthesises {meta['images_per_method']} images.", ""]
     seeds = result["spec"]["seeds"]
-    notes = (f"\nComparisons: `images` = every method synthesises {result['images_per_method']} images; "
-             f"`time` = every method gets {result['budget_seconds']:g} s of synthesis + training "
-             "(`distillation.max_seconds`; real-kd: training). Student top-1 is the mean ± std over seeds "
-             f"{seeds}; wall s = synthesis + training + evaluation, mean per run. Synthesis FLOP/s = FLOPs per image "
-             "(FlopCounterMode's formulas: prior forwards, teacher forward/backward) x images/s, against this machine's "
-             f"float32 matmul rate measured in this invocation: {result['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s. "
-             "real-kd trains the same student "
-             "by KD on the teacher's real training images: a reference, not a data-free method.\n")
-    return "\n".join(lines) + "\n" + notes
+    out.append(f"`time` = every method gets {result['budget_seconds']:g} s of synthesis + training "
+               "(`distillation.max_seconds`; real-kd: training), with the lr schedule ending with the budget. "
+               f"Student top-1 is the mean ± std over seeds {seeds}; unseen classes = mean per-class top-1 on the "
+               "teacher's classes the prior never saw. wall s = synthesis + training + evaluation, mean per run. "
+               "Synthesis FLOP/s = FLOPs per image (FlopCounterMode's formulas: prior forwards, teacher "
+               "forward/backward) x images/s, against this machine's float32 matmul rate measured in this "
+               f"invocation: {result['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s. real-kd trains the same student "
+               "by KD on the teacher's real training images: a reference, not a data-free method.")
+    return "\n".join(out) + "\n"
+
+
+def plot_bench(result: dict, path: Path) -> None:
+    """``bench.png``: student top-1 against wall-clock seconds per run, one panel per setting (mean ± std
+    over seeds; filled markers = equal time, open = equal images)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(result["settings"])
+    fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 4.8), squeeze=False)
+    colours: dict[str, str] = {}
+    for ax, setting in zip(axes[0], settings):
+        teacher = [r for r in result["rows"] if r["setting"] == setting and r["method"] == "teacher"]
+        if teacher:
+            ax.axhline(teacher[0]["top1_mean"], color="grey", ls="--", lw=1, label="teacher")
+        for r in result["rows"]:
+            if r["setting"] != setting or r["method"] == "teacher":
+                continue
+            c = colours.setdefault(r["method"], f"C{len(colours) % 10}")
+            filled = r["comparison"] == "time"
+            ax.errorbar(r["wall_seconds"], r["top1_mean"], yerr=r["top1_std"], fmt="o" if filled else "s",
+                        color=c, mfc=c if filled else "none", capsize=2, label=f"{r['method']} ({r['comparison']})")
+        ax.set_xscale("log")
+        ax.set_xlabel("wall-clock seconds per run (synthesis + training + evaluation)")
+        ax.set_ylabel("student top-1 (%)")
+        ax.set_title(setting)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def format_summary(s: dict) -> str:
-    rows = [("teacher top-1", f"{s['teacher_top1']:.2f}%"), ("student top-1", f"{s['student_top1']:.2f}%"),
+    teacher = "not scored" if s["teacher_top1"] is None else f"{s['teacher_top1']:.2f}%"
+    rows = [("teacher top-1", teacher), ("student top-1", f"{s['student_top1']:.2f}%"),
             ("images synthesised", f"{s['images_synthesized']}"),
             ("synthesis time", f"{s['synthesis_seconds']:.0f}s"), ("training time", f"{s['training_seconds']:.0f}s"),
             ("evaluation time", f"{s['evaluation_seconds']:.0f}s"), ("outputs", s["out"])]

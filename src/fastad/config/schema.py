@@ -65,6 +65,8 @@ class DistillationConfig:
     schedule: str = option("step", "student lr schedule over rounds: 'step' (milestones) or 'cosine'",
                            choices=("step", "cosine"))
     eval_every: int = option(10, "evaluate on the real test split every N rounds", ge=1)
+    evaluate_teacher: bool = option(True, "score the teacher on the test split at the start (the summary's "
+                                    "teacher_top1); fastad bench scores it once instead of in every run")
     teacher_checkpoint: str | None = option(None, "teacher weights (safetensors or torch state dict)")
     student_checkpoint: str | None = option(None, "initial student weights; null = random init of student_arch")
     diffusion_checkpoint: str | None = option(None, "diffusion prior: a diffusers-format folder")
@@ -104,6 +106,20 @@ class FastADConfig:
     clip_x0: bool = option(False, "clamp the DDIM preview x0_hat to [-1, 1] in the update (diffusers clip_sample)")
     view_augment: bool = option(False, "differentiable random crop/flip of the preview inside the guidance "
                                 "(the teacher's view); the flip only where the dataset suits it")
+    # Guidance variants beyond the paper (docs/guidance.md); the defaults above and below reproduce it.
+    rule: str = option("eps", "how the gradient acts: 'eps' rectifies the noise (Eq. 8, the paper); 'x0' takes "
+                       "normalised gradient steps on the preview itself and keeps the prior's eps (MPGD-style)",
+                       choices=("eps", "x0"))
+    t_window: list[float] = option([0.0, 1.0], "[lo, hi]: guidance acts only at timesteps with lo <= t / T <= hi",
+                                   ge=0, le=1, length=2)
+    inner_steps: int = option(1, "rule 'x0': gradient steps on the preview per timestep", ge=1)
+    x0_step: float = option(0.1, "rule 'x0': per-pixel RMS size of one step at gate 1 (prior space [-1, 1])", ge=0)
+    strength_ref_steps: int = option(0, "if > 0, eta and x0_step are multiplied by ddim_steps / this (strength "
+                                     "per step that follows the step count); 0 = off", ge=0)
+    recurrence: int = option(0, "time travel: re-noise and redo each guided step this many extra times", ge=0)
+    bn_weight: float = option(1.0, "weight of the BatchNorm-statistics term L_BN in the guidance loss", ge=0)
+    guided_fraction: float = option(1.0, "share of each round's images that are guided; the rest are plain "
+                                    "DDIM samples (mixing guided and unguided images in the buffer)", ge=0, le=1)
 
 
 @dataclass

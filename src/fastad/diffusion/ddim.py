@@ -100,6 +100,7 @@ def ddim_step(
     ddim_eta: float = 0.0,
     noise: Optional[Tensor] = None,
     clip_x0: bool = False,
+    x0_fn: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> tuple[Tensor, Tensor]:
     """One DDIM update (Eq. 7) from ``t`` to the previous timestep.
 
@@ -113,6 +114,8 @@ def ddim_step(
         clip_x0: clamp ``x0_hat`` to [-1, 1] before it is used (diffusers' ``clip_sample``); ``eps``
             is not re-derived from the clamped ``x0_hat`` (diffusers' default
             ``use_clipped_model_output=False``).
+        x0_fn: optional correction ``x0_hat -> x0_tilde`` applied to the preview before the clamp,
+            with ``eps`` kept as predicted (manifold-preserving guidance in the style of MPGD).
 
     Returns:
         ``(x_prev, x0_hat)``, both ``[B, C, H, W]`` in the step dtype (float32, or float64 when
@@ -131,6 +134,8 @@ def ddim_step(
 
     # 1. Preview (Tweedie, Eq. 4): x0_hat = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t).
     x0_hat = (x_t - c((1 - abar_t).sqrt()) * eps) / c(abar_t.sqrt())
+    if x0_fn is not None:
+        x0_hat = x0_fn(x0_hat).to(dtype)
     # 2. Optional clamp of the preview (diffusers' clip_sample); eps stays as predicted.
     if clip_x0:
         x0_hat = x0_hat.clamp(-1.0, 1.0)
@@ -158,6 +163,9 @@ def ddim_sample(
     clip_x0: bool = False,
     callback: Optional[Callable[[int, int, Tensor, Tensor], None]] = None,
     progress: bool = False,
+    x0_fn: Optional[Callable[[Tensor, Tensor, Tensor], Tensor]] = None,
+    recurrence: int = 0,
+    recur_if: Optional[Callable[[int], bool]] = None,
 ) -> Tensor:
     """Run DDIM from ``x_T`` down the descending ``timesteps``; returns ``x_0``.
 
@@ -183,6 +191,12 @@ def ddim_sample(
         callback: ``callback(i, t, x_t, x0_hat)`` after each step, with ``x_t`` the sample the
             step started from and ``x0_hat`` its preview.
         progress: show a tqdm bar.
+        x0_fn: ``x0_fn(x_t, t [B], x0_hat) -> x0_tilde``, a guidance correction of each preview
+            (see :func:`ddim_step`).
+        recurrence: "time travel" (Universal Guidance, FreeDoM, TFG): after each step at a timestep
+            ``t`` where ``recur_if(t)`` holds (default: every step), re-noise ``x_prev`` back to
+            ``t`` (``x_t = sqrt(abar_t / abar_prev) x_prev + sqrt(1 - abar_t / abar_prev) n``) and
+            redo the step, this many extra times. Needs ``generator``; draws come after the step's own.
 
     Returns:
         ``[B, C, H, W]`` final sample in ``x_T``'s dtype.
@@ -198,6 +212,8 @@ def ddim_sample(
         raise UserError(f"timesteps must be strictly descending within [0, {abar.numel()}), got {ts.tolist()}")
     if ddim_eta > 0 and generator is None:
         raise UserError(f"ddim_eta={ddim_eta} > 0 needs an explicit torch.Generator (generator=...)")
+    if recurrence < 0 or (recurrence > 0 and generator is None):
+        raise UserError(f"recurrence={recurrence} must be >= 0, and > 0 needs a torch.Generator (generator=...)")
     final = 1.0 if final_abar == "one" else float(abar[0])
     B, device = x_T.shape[0], x_T.device
 
@@ -209,12 +225,21 @@ def ddim_sample(
         steps = tqdm(steps, desc="DDIM")
     for i, t in enumerate(steps):
         t_b = torch.full((B,), t, dtype=torch.long, device=device)
-        eps = eps_fn(x.to(x_T.dtype), t_b)
+        abar_t = float(abar[t])
         abar_prev = float(abar[ts[i + 1]]) if i + 1 < len(ts) else final
-        noise = None
-        if ddim_eta > 0:
-            noise = torch.randn(x_T.shape, generator=generator, device=generator.device, dtype=x_T.dtype)
-        x_prev, x0_hat = ddim_step(x, eps, float(abar[t]), abar_prev, ddim_eta=ddim_eta, noise=noise, clip_x0=clip_x0)
+        repeats = recurrence if recurrence and (recur_if is None or recur_if(t)) else 0
+        for r in range(repeats + 1):
+            if r > 0:  # time travel: re-noise x_prev back to t and redo the step
+                ratio = abar_t / abar_prev
+                n = torch.randn(x_T.shape, generator=generator, device=generator.device, dtype=x_T.dtype)
+                x = math.sqrt(ratio) * x_prev + math.sqrt(max(1.0 - ratio, 0.0)) * n.to(device=device, dtype=x.dtype)
+            fix = None if x0_fn is None else (lambda x0, x_t=x, t_b=t_b: x0_fn(x_t, t_b, x0))
+            eps = eps_fn(x.to(x_T.dtype), t_b)
+            noise = None
+            if ddim_eta > 0:
+                noise = torch.randn(x_T.shape, generator=generator, device=generator.device, dtype=x_T.dtype)
+            x_prev, x0_hat = ddim_step(x, eps, abar_t, abar_prev, ddim_eta=ddim_eta, noise=noise, clip_x0=clip_x0,
+                                       x0_fn=fix)
         if callback is not None:
             callback(i, t, x, x0_hat)
         x = x_prev

@@ -36,7 +36,7 @@ from fastad.utils.images import save_grid, to_uint8
 from fastad.utils.io import atomic_json, atomic_torch_save, load_resume_state
 from fastad.utils.logger import RunLogger
 from fastad.utils.runtime import (
-    resolve_device, rng_state, seed_everything, set_rng_state, set_threads, sync_scheduler_lr,
+    resolve_device, rng_state, seed_everything, set_rng_state, set_threads,
 )
 from fastad.utils.schedule import lr_factor
 
@@ -70,6 +70,7 @@ class Progress:
     images: int = 0
     best_top1: float = -1.0
     last_top1: float | None = None
+    last_per_class: list[float] | None = None
     teacher_top1: float | None = None
     stopped_by_budget: bool = False
     timing: Timing = field(default_factory=Timing)
@@ -113,7 +114,6 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
     if d.student_checkpoint:
         load_weights(student, d.student_checkpoint)
     opt = torch.optim.SGD(student.parameters(), lr=d.lr, momentum=d.momentum, weight_decay=d.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda r: lr_factor(d.schedule, r, d.epochs, d.milestones, d.lr_decay))
     buffer = ReplayBuffer(d.buffer_size)
     norm = normalizer(mean, std)
 
@@ -126,13 +126,11 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
         state = load_resume_state(out)
         student.load_state_dict(state["student"])
         opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        sync_scheduler_lr(sched)
         buffer.load_state_dict(state["buffer"])
         set_rng_state(state["rng"], gen)
         p = state["progress"]
         prog = Progress(**{**p, "timing": Timing(**p["timing"])})
-    if prog.teacher_top1 is None:
+    if prog.teacher_top1 is None and d.evaluate_teacher:
         t0 = time.time()
         logits, labels = predict(teacher, test, mean=mean, std=std, batch_size=cfg.data.eval_batch_size, device=device)
         prog.teacher_top1 = accuracy_report(logits, labels, num_classes=d.num_classes)["top1"]
@@ -145,6 +143,9 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
     try:
         while prog.round < d.epochs and not prog.stopped_by_budget:
             rnd = prog.round + 1
+            lr = d.lr * lr_factor(d.schedule, _schedule_position(prog, d), d.epochs, d.milestones, d.lr_decay)
+            for group in opt.param_groups:
+                group["lr"] = lr
             # 1. synthesis (student in eval: the adversarial term must not touch its BN statistics)
             t0 = time.time()
             student.eval()
@@ -181,8 +182,6 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
                 loss.backward()
                 opt.step()
                 losses.append(loss.item())
-            lr = sched.get_last_lr()[0]
-            sched.step()
             prog.timing.training += time.time() - t0
 
             # The budget counts synthesis + training only, so evaluation frequency does not change it.
@@ -198,7 +197,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
                 logits, labels = predict(student, test, mean=mean, std=std, batch_size=cfg.data.eval_batch_size,
                                          device=device)
                 rep = accuracy_report(logits, labels, num_classes=d.num_classes)
-                prog.last_top1 = rep["top1"]
+                prog.last_top1, prog.last_per_class = rep["top1"], rep["per_class"]
                 record.update({"eval/top1": rep["top1"], "eval/top5": rep.get("top5")})
                 save_grid(out / "grids" / f"round_{rnd:05d}.png", to_uint8(newest), scale=2, captions=captions)
                 prog.timing.evaluation += time.time() - t0
@@ -210,7 +209,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
                            "time/evaluation": prog.timing.evaluation})
             logger.log(rnd, record)
             atomic_torch_save({"student": student.state_dict(), "optimizer": opt.state_dict(),
-                               "scheduler": sched.state_dict(), "buffer": buffer.state_dict(),
+                               "buffer": buffer.state_dict(),
                                "rng": rng_state(gen), "progress": _progress_dict(prog)}, last_path)
             bar.update(1)
             bar.set_postfix(images=prog.images, loss=f"{record['train/kd_loss']:.3f}",
@@ -228,7 +227,8 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
             "guidance": guidance,
             "images_synthesized": prog.images}
     save_classifier(out / "student.safetensors", student, meta)
-    summary = {"teacher_top1": prog.teacher_top1, "student_top1": prog.last_top1, "best_student_top1": prog.best_top1,
+    summary = {"teacher_top1": prog.teacher_top1, "student_top1": prog.last_top1,
+               "student_per_class": prog.last_per_class, "best_student_top1": prog.best_top1,
                "images_synthesized": prog.images, "rounds": prog.round,
                "wall_seconds": prog.timing.total(), "synthesis_seconds": prog.timing.synthesis,
                "training_seconds": prog.timing.training, "evaluation_seconds": prog.timing.evaluation,
@@ -237,6 +237,15 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
                "student": str(out / "student.safetensors")}
     atomic_json(summary, out / "summary.json")
     return summary
+
+
+def _schedule_position(prog: Progress, d) -> float:
+    """Where the lr schedule stands, in rounds: the rounds done or, under a ``max_seconds`` budget, the
+    share of the budget spent times ``epochs`` if that is further (the schedule ends with the budget)."""
+    if d.max_seconds <= 0:
+        return float(prog.round)
+    spent = (prog.timing.synthesis + prog.timing.training) / d.max_seconds
+    return max(float(prog.round), min(spent, 1.0) * d.epochs)
 
 
 def _load_prior(cfg: Config, info, device: torch.device) -> Prior:
@@ -271,13 +280,16 @@ def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, stu
                                         crop_padding=info.crop_padding, flip=info.flip, device=device)
     cadr = CADRConfig(lambda_max=f.lambda_max, eta=f.eta, tau_ent=f.tau_ent, k_sigmoid=f.k_sigmoid, xi=f.xi,
                       gamma=f.gamma, beta_adv=f.beta_adv, grad_mode=f.grad_mode,
-                      gate="fixed" if f.guidance == "fixed" else "cadr")
+                      gate="fixed" if f.guidance == "fixed" else "cadr", bn_weight=f.bn_weight, rule=f.rule,
+                      t_window=tuple(f.t_window), inner_steps=f.inner_steps, x0_step=f.x0_step,
+                      step_scale=f.ddim_steps / f.strength_ref_steps if f.strength_ref_steps else 1.0)
     view = make_view(mean, std, crop_padding=info.crop_padding if f.view_augment else 0,
                      flip=info.flip and f.view_augment, generator=gen)
     return Synthesizer(prior, teacher, guidance=f.guidance, cadr=cadr, view=view,
                        num_steps=f.ddim_steps, spacing=f.timestep_spacing, ddim_eta=f.ddim_eta, clip_x0=f.clip_x0,
                        provider=conditioning_provider(d.conditioning, prior), device=device,
-                       student=student if f.beta_adv > 0 else None)
+                       student=student if f.beta_adv > 0 else None, recurrence=f.recurrence,
+                       guided_fraction=f.guided_fraction)
 
 
 def _drop_rows_after(path: Path, last_round: int) -> None:
@@ -287,7 +299,7 @@ def _drop_rows_after(path: Path, last_round: int) -> None:
 
 
 def _progress_dict(p: Progress) -> dict:
-    return {"round": p.round, "images": p.images, "best_top1": p.best_top1, "last_top1": p.last_top1,
+    return {"round": p.round, "images": p.images, "best_top1": p.best_top1, "last_top1": p.last_top1, "last_per_class": p.last_per_class,
             "teacher_top1": p.teacher_top1, "stopped_by_budget": p.stopped_by_budget,
             "timing": vars(p.timing).copy()}
 

@@ -57,16 +57,22 @@ def balanced_labels(n: int, num_classes: int, *, generator: torch.Generator) -> 
 
 
 class Synthesizer:
-    """Draws a batch of images for given labels with the configured guidance (``none`` = plain DDIM)."""
+    """Draws a batch of images for given labels with the configured guidance (``none`` = plain DDIM).
+
+    ``guided_fraction`` < 1 leaves that share of each batch (its last images) unguided: plain DDIM
+    samples mixed into the buffer beside the guided ones. ``recurrence`` re-noises and redoes each
+    guided step (time travel); unguided samples never pay for it.
+    """
 
     def __init__(
         self, prior: Prior, teacher: nn.Module, *, guidance: str, cadr: CADRConfig, view: Callable[[Tensor], Tensor],
         num_steps: int, spacing: str, ddim_eta: float, clip_x0: bool, provider: ConditioningProvider,
-        device: torch.device, student: nn.Module | None = None,
+        device: torch.device, student: nn.Module | None = None, recurrence: int = 0, guided_fraction: float = 1.0,
     ) -> None:
         self.prior, self.teacher, self.guidance, self.cadr, self.view = prior, teacher, guidance, cadr, view
         self.provider, self.device, self.student = provider, device, student
         self.ddim_eta, self.clip_x0 = ddim_eta, clip_x0
+        self.recurrence, self.guided_fraction = recurrence, guided_fraction
         self.timesteps = ddim_timesteps(prior.num_train_timesteps, num_steps, spacing=spacing)
         self.stats = GuidanceStats()
 
@@ -74,15 +80,21 @@ class Synthesizer:
         """``labels [B]`` -> images ``[B, C, H, W]`` in [-1, 1] (float32, on the run's device)."""
         x_T = torch.randn((len(labels), *self.prior.sample_shape), generator=generator).to(self.device)
         labels = labels.to(self.device)
+        n_guided = 0 if self.guidance == "none" else round(len(labels) * self.guided_fraction)
+        parts = []
+        if n_guided:
+            parts.append(self._guided(x_T[:n_guided], labels[:n_guided], generator))
+        if n_guided < len(labels):
+            eps_fn = self.provider(self.prior, labels[n_guided:])
+            parts.append(ddim_sample(eps_fn, x_T[n_guided:], self.prior.alphas_cumprod, self.timesteps,
+                                     ddim_eta=self.ddim_eta, generator=generator, clip_x0=self.clip_x0))
+        return torch.cat(parts).clamp(-1, 1)
+
+    def _guided(self, x_T: Tensor, labels: Tensor, generator: torch.Generator) -> Tensor:
         eps_fn = self.provider(self.prior, labels)
-        if self.guidance != "none":
-            eps_fn = make_cadr_eps_fn(eps_fn, self.teacher, labels, self.prior.alphas_cumprod, self.cadr,
-                                      view=self.view, student=self.student, stats=self.stats)
-        try:
-            x0 = ddim_sample(eps_fn, x_T, self.prior.alphas_cumprod, self.timesteps, ddim_eta=self.ddim_eta,
-                             generator=generator, clip_x0=self.clip_x0)
-        finally:
-            close = getattr(eps_fn, "close", None)
-            if close is not None:
-                close()  # remove the teacher's BN hooks
-        return x0.clamp(-1, 1)
+        with make_cadr_eps_fn(eps_fn, self.teacher, labels, self.prior.alphas_cumprod, self.cadr, view=self.view,
+                              student=self.student, stats=self.stats) as guided:
+            return ddim_sample(guided, x_T, self.prior.alphas_cumprod, self.timesteps, ddim_eta=self.ddim_eta,
+                               generator=generator, clip_x0=self.clip_x0,
+                               x0_fn=guided.correct_x0 if self.cadr.rule == "x0" else None,
+                               recurrence=self.recurrence, recur_if=guided.active)

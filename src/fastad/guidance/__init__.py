@@ -9,6 +9,7 @@ from fastad.guidance.bn_stats import BNStatsRecorder, bn_stat_term
 from fastad.guidance.cadr import (
     GATES,
     GRAD_MODES,
+    RULES,
     CADRConfig,
     CADREpsFn,
     GuidanceStats,
@@ -22,6 +23,7 @@ from fastad.guidance.view import make_view
 __all__ = [
     "GATES",
     "GRAD_MODES",
+    "RULES",
     "CADRConfig",
     "CADREpsFn",
     "GuidanceStats",

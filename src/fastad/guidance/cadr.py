@@ -33,6 +33,7 @@ from fastad.guidance.bn_stats import BNStatsRecorder
 __all__ = [
     "GRAD_MODES",
     "GATES",
+    "RULES",
     "CADRConfig",
     "GuidanceStats",
     "CADREpsFn",
@@ -44,6 +45,7 @@ __all__ = [
 
 GRAD_MODES = ("tweedie", "full")
 GATES = ("cadr", "fixed")
+RULES = ("eps", "x0")
 
 #: ``eps_fn(x_t [B, C, H, W], t [B] long) -> eps [B, C, H, W]``
 EpsFn = Callable[[Tensor, Tensor], Tensor]
@@ -62,20 +64,40 @@ class CADRConfig:
     beta_adv: float = 0.0  # weight of L_adv = -KL(teacher || student); > 0 needs a student
     grad_mode: str = "tweedie"  # "tweedie": eps held constant; "full": back-propagate through eps_fn too
     gate: str = "cadr"  # "cadr": entropy sigmoid gate (Eq. 5); "fixed": lam = lambda_max (ablation)
+    # Variants beyond the paper (docs/guidance.md); the defaults reproduce the paper exactly.
+    bn_weight: float = 1.0  # weight of L_BN in the guidance loss
+    rule: str = "eps"  # "eps": rectify the noise (Eq. 8); "x0": step the preview itself, eps kept (MPGD-style)
+    t_window: tuple[float, float] = (0.0, 1.0)  # guidance acts only where lo <= t / T <= hi
+    inner_steps: int = 1  # rule "x0": gradient steps on the preview per timestep
+    x0_step: float = 0.1  # rule "x0": per-pixel RMS size of one step at lam = 1 (prior space, [-1, 1])
+    step_scale: float = 1.0  # multiplies eta / x0_step (e.g. ddim_steps / reference steps)
 
     def __post_init__(self) -> None:
         for name, strict in (("lambda_max", False), ("eta", False), ("tau_ent", False), ("k_sigmoid", False),
-                             ("xi", True), ("gamma", False), ("beta_adv", False)):
+                             ("xi", True), ("gamma", False), ("beta_adv", False), ("bn_weight", False),
+                             ("x0_step", False), ("step_scale", True)):
             v = getattr(self, name)
             ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
             if not ok or (v <= 0 if strict else v < 0):
                 raise UserError(f"cadr.{name}={v!r} is not allowed; it must be a finite number "
                                 f"{'> 0' if strict else '>= 0'}")
             setattr(self, name, float(v))
-        for name, allowed in (("grad_mode", GRAD_MODES), ("gate", GATES)):
+        for name, allowed in (("grad_mode", GRAD_MODES), ("gate", GATES), ("rule", RULES)):
             v = getattr(self, name)
             if v not in allowed:
                 raise UserError(f"cadr.{name}={v!r} is not allowed; choose one of {', '.join(allowed)}")
+        lo, hi = (tuple(self.t_window) + (None, None))[:2] if len(self.t_window) == 2 else (None, None)
+        if lo is None or not (0.0 <= lo <= hi <= 1.0):
+            raise UserError(f"cadr.t_window={list(self.t_window)!r} is not allowed; give [lo, hi] with 0 <= lo <= hi <= 1")
+        self.t_window = (float(lo), float(hi))
+        if isinstance(self.inner_steps, bool) or not isinstance(self.inner_steps, int) or self.inner_steps < 1:
+            raise UserError(f"cadr.inner_steps={self.inner_steps!r} is not allowed; it must be an integer >= 1")
+        if self.rule == "eps" and self.inner_steps != 1:
+            raise UserError(f"cadr.inner_steps={self.inner_steps} needs rule 'x0'; the paper's eps rule takes one "
+                            "gradient per timestep (use recurrence for more)")
+        if self.rule == "x0" and self.grad_mode == "full":
+            raise UserError("cadr.grad_mode='full' applies to rule 'eps'; rule 'x0' differentiates at the preview "
+                            "(use grad_mode tweedie)")
 
 
 def entropy_nats(z: Tensor) -> Tensor:
@@ -191,13 +213,60 @@ class CADREpsFn:
         if self.teacher.training:
             raise UserError("the teacher is in training mode; call teacher.eval() (guidance never changes its mode)")
 
+    def active(self, t: int) -> bool:
+        """Whether guidance acts at timestep ``t`` (``cfg.t_window`` as fractions of ``T``)."""
+        lo, hi = self.cfg.t_window
+        return lo <= t / len(self.abar) <= hi
+
+    def _loss(self, x0_hat: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Steps 3-5 on the preview: ``(B * L, parts)``; see the module docstring for the reduction."""
+        cfg, B = self.cfg, x0_hat.shape[0]
+        # 3. One teacher forward on the view serves entropy, CE and the BN statistics.
+        v = self.view(x0_hat)
+        with self.bn.record():
+            z = self.teacher(v.to(_param_dtype(self.teacher))).float()  # logits [B, K]
+            l_bn = self.bn.loss().to(x0_hat.device)
+        if not self._labels_checked:
+            if bool(((y < 0) | (y >= z.shape[1])).any()):
+                raise UserError(f"labels must lie in [0, {z.shape[1]}) for this teacher")
+            self._labels_checked = True
+        H = entropy_nats(z.detach())  # [B], nats
+        lam = cadr_gate(H, cfg)  # 4. Gate (Eq. 5): lam [B].
+        # 5. Guidance loss L = bn_weight * L_BN + gamma * CE(z, y) [+ beta_adv * L_adv], per-sample terms.
+        ce = F.cross_entropy(z, y, reduction="none")  # [B]
+        per_sample = cfg.gamma * ce
+        l_adv = torch.zeros(B, device=x0_hat.device)
+        if cfg.beta_adv > 0:
+            l_adv = -_kl_teacher_student(z, self._student_logits(v))  # L_adv = -KL(T || S)
+            per_sample = per_sample + cfg.beta_adv * l_adv
+        parts = {"z": z, "H": H, "lam": lam, "ce": ce, "l_bn": cfg.bn_weight * l_bn, "l_adv": l_adv,
+                 "per_sample": per_sample}
+        return per_sample.sum() + B * cfg.bn_weight * l_bn, parts
+
+    def _record(self, t: Tensor, y: Tensor, parts: dict[str, Tensor], g: Tensor, ok: Tensor) -> None:
+        if self.stats is None:
+            return
+        with torch.no_grad():
+            g_norm = g.flatten(1).norm(dim=1)
+            p = parts
+            vals = torch.stack([
+                p["lam"].mean(), p["H"].mean(), p["l_bn"].detach() + p["per_sample"].detach().mean(),
+                p["ce"].detach().mean(), p["l_bn"].detach(), p["l_adv"].detach().mean(), (~ok).sum().float(),
+                (p["z"].detach().argmax(1) == y).float().mean(), torch.where(ok, g_norm, torch.nan).nanmean(),
+            ]).tolist()  # one device sync per step
+        self.stats.add(int(t.max()), dict(zip(_STEP_KEYS, vals)))
+
     def __call__(self, x_t: Tensor, t: Tensor) -> Tensor:
         """``x_t`` [B, C, H, W] (prior space), ``t`` [B] long -> ``eps_tilde`` [B, C, H, W] in eps's dtype.
 
         Works under ``torch.no_grad()`` (as ``ddim_sample`` calls it); not under ``inference_mode``.
+        With rule ``x0``, or outside ``t_window``, this is the prior's plain ``eps``.
         """
         self._check(x_t, t)
         cfg, B, dev = self.cfg, x_t.shape[0], x_t.device
+        if cfg.rule != "eps" or not self.active(int(t.max())):
+            with torch.no_grad():
+                return self.eps_fn(x_t, t)
         y = self.labels.to(dev)
         a = self.abar[t.detach().cpu()]  # abar_t per sample, float64
         sqrt_abar = a.sqrt().to(dev, torch.float32).view(B, 1, 1, 1)
@@ -215,34 +284,16 @@ class CADREpsFn:
                 x = x_in.float()
                 # 2. Preview (Tweedie, Eq. 4), no clamp: a clamp would zero saturated pixels' gradient.
                 x0_hat = (x - sqrt_1m_abar * eps.float()) / sqrt_abar
-                # 3. One teacher forward on the view serves entropy, CE and the BN statistics.
-                v = self.view(x0_hat)
-                with self.bn.record():
-                    z = self.teacher(v.to(_param_dtype(self.teacher))).float()  # logits [B, K]
-                    l_bn = self.bn.loss().to(dev)
-                if not self._labels_checked:
-                    if bool(((y < 0) | (y >= z.shape[1])).any()):
-                        raise UserError(f"labels must lie in [0, {z.shape[1]}) for this teacher")
-                    self._labels_checked = True
-                H = entropy_nats(z.detach())  # [B], nats
-                # 4. Gate (Eq. 5): lam [B].
-                lam = cadr_gate(H, cfg)
-                # 5. Guidance loss L = L_BN + gamma * CE(z, y) [+ beta_adv * L_adv], per-sample terms.
-                ce = F.cross_entropy(z, y, reduction="none")  # [B]
-                per_sample = cfg.gamma * ce
-                l_adv = torch.zeros(B, device=dev)
-                if cfg.beta_adv > 0:
-                    l_adv = -_kl_teacher_student(z, self._student_logits(v))  # L_adv = -KL(T || S)
-                    per_sample = per_sample + cfg.beta_adv * l_adv
+                total, parts = self._loss(x0_hat, y)  # steps 3-5
                 # 6. g = grad of L w.r.t. x_t (of B * L; see the module docstring). In "tweedie" mode eps
                 #    is constant, so this is grad_{x0_hat} L / sqrt(abar_t). Only x_in is differentiated:
                 #    no .grad lands on teacher or student parameters.
-                (g,) = torch.autograd.grad(per_sample.sum() + B * l_bn, x_in)
+                (g,) = torch.autograd.grad(total, x_in)
                 g = g.float()
             # 7. Adaptive normalisation (Eq. 6): g_hat = g / (||g||_2 + xi); r = lam * eta * ||x_t||_2 * g_hat.
             g_hat = normalize_grad(g, cfg.xi)
             x_norm = x.detach().flatten(1).norm(dim=1)
-            r = (lam * cfg.eta * x_norm).view(B, 1, 1, 1) * g_hat
+            r = (parts["lam"] * cfg.eta * cfg.step_scale * x_norm).view(B, 1, 1, 1) * g_hat
             # A non-finite gradient (or gate) leaves that sample unrectified this step: never propagated.
             ok = torch.isfinite(r).flatten(1).all(dim=1)
             r = torch.where(ok.view(B, 1, 1, 1), r, torch.zeros_like(r))
@@ -251,17 +302,32 @@ class CADREpsFn:
             eps = eps.detach()
             work = torch.promote_types(eps.dtype, torch.float32)
             eps_tilde = (eps.to(work) + sqrt_1m_abar.to(work) * r.to(work)).to(eps.dtype)
-
-        if self.stats is not None:
-            with torch.no_grad():
-                g_norm = g.flatten(1).norm(dim=1)
-                vals = torch.stack([
-                    lam.mean(), H.mean(), l_bn + per_sample.detach().mean(), ce.detach().mean(), l_bn.detach(),
-                    l_adv.detach().mean(), (~ok).sum().float(), (z.detach().argmax(1) == y).float().mean(),
-                    torch.where(ok, g_norm, torch.nan).nanmean(),
-                ]).tolist()  # one device sync per step
-            self.stats.add(int(t.max()), dict(zip(_STEP_KEYS, vals)))
+        self._record(t, y, parts, g, ok)
         return eps_tilde
+
+    def correct_x0(self, x_t: Tensor, t: Tensor, x0_hat: Tensor) -> Tensor:
+        """Rule ``x0`` (manifold-preserving, after MPGD): ``inner_steps`` normalised gradient steps on the
+        preview itself, ``x0 <- x0 - lam * x0_step * step_scale * sqrt(D) * g_hat`` with ``g_hat`` the
+        unit-norm gradient of L at ``x0``; the DDIM update then uses the corrected preview with the
+        prior's own eps. The identity under rule ``eps`` or outside ``t_window``.
+        """
+        cfg, B, dev = self.cfg, x0_hat.shape[0], x0_hat.device
+        if cfg.rule != "x0" or not self.active(int(t.max())):
+            return x0_hat
+        self._check(x_t, t)
+        y = self.labels.to(dev)
+        x0 = x0_hat.detach().float()
+        size = cfg.x0_step * cfg.step_scale * math.sqrt(x0[0].numel())
+        for _ in range(cfg.inner_steps):
+            x_in = x0.requires_grad_(True)
+            with torch.enable_grad(), torch.autocast(dev.type, enabled=False):
+                total, parts = self._loss(x_in, y)
+                (g,) = torch.autograd.grad(total, x_in)
+            step = (parts["lam"] * size).view(B, 1, 1, 1) * normalize_grad(g.float(), cfg.xi)
+            ok = torch.isfinite(step).flatten(1).all(dim=1)
+            x0 = (x0.detach() - torch.where(ok.view(B, 1, 1, 1), step, torch.zeros_like(step))).detach()
+            self._record(t, y, parts, g, ok)
+        return x0.to(x0_hat.dtype)
 
     def _student_logits(self, v: Tensor) -> Tensor:
         # Eval mode so synthesis neither uses nor updates the student's BN batch statistics; restored after.
