@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data run test clean models-teacher models-prior-classes0-4
+.PHONY: install data run test clean models-teacher models-prior models-prior-classes0-4
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ models-teacher: install
 	$(VENV)/bin/fastad train-teacher --config configs/fashion_mnist.yaml --out runs/teacher-fmnist-resnet20
 	mkdir -p models/fmnist_teacher_resnet20
 	cp runs/teacher-fmnist-resnet20/teacher.safetensors runs/teacher-fmnist-resnet20/config.yaml models/fmnist_teacher_resnet20/
+
+# Regenerate the shipped prior: train[50000:60000] (the images the teacher never saw), no labels (~1 h on 2 cores).
+models-prior: install
+	$(VENV)/bin/fastad train-diffusion --config configs/fashion_mnist.yaml --set "data.train_range=[50000,60000]" \
+		--set run.threads=1 --out runs/prior-fmnist-50k60k
+	rm -rf models/fmnist_prior_50k60k
+	cp -r runs/prior-fmnist-50k60k/prior models/fmnist_prior_50k60k
 
 # Regenerate the out-of-domain prior: train[50000:60000] restricted to classes 0-4, no labels (~1 h on 2 cores).
 models-prior-classes0-4: install

@@ -284,3 +284,40 @@ def test_lr_schedule_ends_with_the_budget():
     assert _schedule_position(Progress(round=3, timing=Timing(synthesis=200.0)), d) == 1000.0
     assert _schedule_position(Progress(round=700, timing=Timing(training=1.0)), d) == 700.0
     assert _schedule_position(Progress(round=3, timing=Timing(training=90.0)), SimpleNamespace(max_seconds=0, epochs=9)) == 3
+
+
+def test_coverage_routing_guides_only_classes_the_prior_does_not_make(assets):
+    """guide_classes 'uncovered': round 1 is all plain DDIM and counts the teacher's classes on it;
+    afterwards exactly the targets of rarely predicted classes are guided."""
+    from fastad.diffusion import load_prior
+    from fastad.distill.synthesis import Coverage, Synthesizer, unconditional
+    from fastad.guidance import CADRConfig, make_view
+
+    cov = Coverage(4, threshold=0.5)
+    assert not cov.uncovered().any()  # no counts yet: nothing is guided
+    cov.update(torch.tensor([0, 0, 1, 1, 1, 2, 0, 1]))  # shares 3/8, 4/8, 1/8, 0 against 0.5 / 4 = 1/8
+    assert cov.uncovered().tolist() == [False, False, False, True]
+
+    prior = load_prior(assets["prior"])
+    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval().requires_grad_(False)
+    always_zero = lambda x: torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()  # noqa: E731
+    synth = Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(gate="fixed", lambda_max=3.0),
+                        view=make_view(FMNIST_MEAN, FMNIST_STD), num_steps=2, spacing="leading", ddim_eta=0.0,
+                        clip_x0=True, provider=unconditional, device=torch.device("cpu"), guide_classes="uncovered",
+                        num_classes=10, classify=always_zero)
+    labels = torch.arange(10)
+    gen = torch.Generator().manual_seed(0)
+    synth(labels, generator=gen)
+    assert synth.stats.steps == [] and synth.coverage.counts.tolist() == [10] + [0] * 9
+    assert synth._guided_mask(labels).tolist() == [False] + [True] * 9
+    synth.guided_fraction = 0.5  # half of each batch is aimed at the uncovered classes, the rest keeps its targets
+    planned = synth.plan_targets(labels, generator=gen)
+    assert (planned[:5] != 0).all() and torch.equal(planned[5:], labels[5:])
+    synth.guided_fraction = 1.0
+    synth(labels, generator=gen)
+    assert len(synth.stats.steps) == 2 and synth.coverage.counts[0] == 11  # one more unguided sample counted
+    restored = Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(), view=make_view(FMNIST_MEAN, FMNIST_STD),
+                           num_steps=2, spacing="leading", ddim_eta=0.0, clip_x0=True, provider=unconditional,
+                           device=torch.device("cpu"), guide_classes="uncovered", num_classes=10, classify=always_zero)
+    restored.load_state_dict(synth.state_dict())
+    assert torch.equal(restored.coverage.counts, synth.coverage.counts)

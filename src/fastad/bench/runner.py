@@ -38,20 +38,26 @@ METHOD_SETS: dict[str, list[str]] = {
     "deepinversion": ["distillation.synthesizer=deepinversion"],
     # Recipes beyond the paper (docs/guidance.md): gradient steps on the preview (rule x0).
     "x0": _X0,
-    "x0-rec": [*_X0, "fast_ad.recurrence=1"],
-    "x0-mix": [*_X0, "fast_ad.guided_fraction=0.5"],
+    # The paper's CADR without the preview clamp, aimed only at classes the prior does not make
+    # (fast_ad.guide_classes: uncovered) in half of each batch; the other half is plain DDIM.
+    # eta 0.3 (the paper: 0.1) from single-seed out-of-domain pilots at 0.1 / 0.3 / 0.6 (docs/guidance.md).
+    "cadr-routed": [*_DIFFUSION, "fast_ad.guidance=cadr", "fast_ad.clip_x0=false", "fast_ad.guide_classes=uncovered",
+                    "fast_ad.guided_fraction=0.5", "fast_ad.eta=0.3"],
 }
 # One lever at a time, measured at equal images only (the sweep): DDIM steps, the step-count
 # strength scaling, the preview clamp, the t window, the BN weight and the adversarial term.
 SWEEP_SETS: dict[str, list[str]] = {
     "none-noclip": [*METHOD_SETS["none"], "fast_ad.clip_x0=false"],
     "cadr-noclip": [*METHOD_SETS["cadr"], "fast_ad.clip_x0=false"],
+    "cadr-noclip-eta0.3": [*METHOD_SETS["cadr"], "fast_ad.clip_x0=false", "fast_ad.eta=0.3"],
+    "cadr-routed-eta0.1": [*METHOD_SETS["cadr-routed"], "fast_ad.eta=0.1"],
     "cadr-25": [*METHOD_SETS["cadr"], "fast_ad.ddim_steps=25"],
     "cadr-50": [*METHOD_SETS["cadr"], "fast_ad.ddim_steps=50"],
     "cadr-50-scaled": [*METHOD_SETS["cadr"], "fast_ad.ddim_steps=50", "fast_ad.strength_ref_steps=10"],
+    "x0-rec": [*_X0, "fast_ad.recurrence=1"],
+    "x0-mix": [*_X0, "fast_ad.guided_fraction=0.5"],
     "x0-late": [*_X0, "fast_ad.t_window=[0.0,0.5]"],
     "x0-bn0": [*_X0, "fast_ad.bn_weight=0"],
-    "x0-bn10": [*_X0, "fast_ad.bn_weight=10"],
     "x0-adv": [*_X0, "fast_ad.beta_adv=1.0"],
 }
 ALL_SETS = {**METHOD_SETS, **SWEEP_SETS}
@@ -65,10 +71,12 @@ QUICK_SETS = ["distillation.epochs=2", "distillation.synthesis_batch_size=16", "
               "distillation.train_iterations=5", "distillation.deepinversion_iterations=2",
               "fast_ad.ddim_steps=2", "distillation.evaluate_teacher=false", "logging.tensorboard=false"]
 QUICK_BUDGET, QUICK_TIME_ROUNDS = 1.0, 50
-# The full bench's run size (before the user's --set): ~2 h on 2 cores for both settings.
-BENCH_SETS = ["distillation.epochs=5", "distillation.train_iterations=20", "distillation.deepinversion_iterations=100",
+# The full bench's run size (before the user's --set): 6 rounds x 64 images, 40 KD steps of batch 64 per
+# round; both settings take about two hours on 2 cores (one process per setting, one thread each).
+BENCH_SETS = ["distillation.epochs=6", "distillation.train_iterations=40", "distillation.train_batch_size=64",
+              "distillation.deepinversion_iterations=100",
               "distillation.eval_every=1000", "distillation.evaluate_teacher=false", "logging.tensorboard=false"]
-BENCH_BUDGET = 40.0
+BENCH_BUDGET = 60.0
 
 
 @dataclass
@@ -76,17 +84,20 @@ class BenchSpec:
     config: str | None
     sets: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    sweep_seeds: list[int] | None = None  # seeds of the one-lever sweep rows; None = the first of ``seeds``
     budget_seconds: float = BENCH_BUDGET
     images: int | None = None  # None: the config's epochs x synthesis_batch_size
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     out: str = "runs/bench"
     quick: bool = False
+    config_size: bool = False  # True: the config's own run size (e.g. the embedded default), not BENCH_SETS
+    comparisons: list[str] = field(default_factory=lambda: list(COMPARISONS))
     # Setting name -> config overrides; each setting is a full bench (e.g. an out-of-domain prior).
     settings: dict[str, list[str]] = field(default_factory=lambda: {"in-domain": []})
 
 
 def _config(spec: BenchSpec, extra: list[str]) -> Config:
-    size = QUICK_SETS if spec.quick else BENCH_SETS
+    size = QUICK_SETS if spec.quick else [] if spec.config_size else BENCH_SETS
     return load_config(spec.config, [*size, *spec.sets, "logging.progress=false", *extra])
 
 
@@ -197,6 +208,8 @@ def run_bench(spec: BenchSpec) -> dict:
         raise UserError(f"--budget-seconds: got {spec.budget_seconds}; it must be a number > 0")
     if not spec.seeds:
         raise UserError("--seeds: give at least one seed")
+    if not spec.comparisons or any(c not in COMPARISONS for c in spec.comparisons):
+        raise UserError(f"--comparisons: got {spec.comparisons}; choose from {', '.join(COMPARISONS)}")
     out = Path(spec.out)
     rows: list[dict] = []
     meta: dict = {}
@@ -221,19 +234,22 @@ def run_bench(spec: BenchSpec) -> dict:
                          "prior": d.diffusion_checkpoint, "overrides": setting_sets}
         prefix = out / setting
         for method in spec.methods:
-            comparisons = ("-",) if method == "teacher" else ("images",) if method in SWEEP_SETS else COMPARISONS
+            comparisons = ("-",) if method == "teacher" else \
+                [c for c in (("images",) if method in SWEEP_SETS else COMPARISONS) if c in spec.comparisons]
             for comparison in comparisons:
                 runs = []
-                for seed in spec.seeds if method != "teacher" else spec.seeds[:1]:
+                seeds = spec.seeds[:1] if method == "teacher" else \
+                    (spec.sweep_seeds or spec.seeds[:1]) if method in SWEEP_SETS else spec.seeds
+                for seed in seeds:
                     folder = prefix / method / comparison / f"seed{seed}"
                     print(f"fastad bench: {setting} / {method} / {comparison} / seed {seed} -> {folder}", flush=True)
                     if method == "teacher":
-                        runs.append(_teacher_run(base, folder))
+                        runs.append({**_teacher_run(base, folder), "seed": seed})
                         continue
                     sets, steps, budget = plans[comparison]
                     cfg = _config(spec, [*setting_sets, *sets, f"run.seed={seed}", *ALL_SETS.get(method, [])])
-                    runs.append(_real_kd_run(cfg, folder, steps=steps, max_seconds=budget) if method == "real-kd"
-                                else _distill_run(cfg, folder))
+                    runs.append({**(_real_kd_run(cfg, folder, steps=steps, max_seconds=budget) if method == "real-kd"
+                                    else _distill_run(cfg, folder)), "seed": seed})
                 rows.append(_row(setting, method, comparison, spec, runs, unseen))
     # Efficiency (DESIGN.md section 5): counted synthesis FLOPs per image x measured images/s, over this
     # machine's float32 matmul rate, measured now with the runs' thread setting.
@@ -262,7 +278,7 @@ def run_bench(spec: BenchSpec) -> dict:
 def _row(setting: str, method: str, comparison: str, spec: BenchSpec, runs: list[dict], unseen: list[int]) -> dict:
     top1 = [r["student_top1"] for r in runs]
     mean, std = _mean_std(top1)
-    row = {"setting": setting, "method": method, "comparison": comparison, "seeds": spec.seeds[:len(runs)],
+    row = {"setting": setting, "method": method, "comparison": comparison, "seeds": [r["seed"] for r in runs],
            "top1": top1, "top1_mean": mean, "top1_std": std, "data_free": method not in REFERENCES}
     if unseen and all(r.get("student_per_class") for r in runs):
         # Accuracy on the classes the prior never saw, and on the rest, per run (then mean and spread).
@@ -317,7 +333,8 @@ def format_table(result: dict) -> str:
     seeds = result["spec"]["seeds"]
     out.append(f"`time` = every method gets {result['budget_seconds']:g} s of synthesis + training "
                "(`distillation.max_seconds`; real-kd: training), with the lr schedule ending with the budget. "
-               f"Student top-1 is the mean ± std over seeds {seeds}; unseen classes = mean per-class top-1 on the "
+               f"Student top-1 is the mean ± std over seeds {seeds} (sweep rows: seeds "
+               f"{result['spec']['sweep_seeds'] or seeds[:1]}); unseen classes = mean per-class top-1 on the "
                "teacher's classes the prior never saw. wall s = synthesis + training + evaluation, mean per run. "
                "Synthesis FLOP/s = FLOPs per image (FlopCounterMode's formulas: prior forwards, teacher "
                "forward/backward) x images/s, against this machine's float32 matmul rate measured in this "

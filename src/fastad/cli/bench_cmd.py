@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
                    help="override one config value for every run (repeatable)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds per method (default 0 1 2; --quick: 0)")
+    p.add_argument("--sweep-seeds", type=int, nargs="+", help="seeds of the one-lever sweep rows (equal images "
+                   "only; default: the first of --seeds)")
     p.add_argument("--budget-seconds", type=float, help=f"synthesis + training seconds per run in the 'time' "
                    f"comparison (default {BENCH_BUDGET:g}; --quick: {QUICK_BUDGET:g})")
     p.add_argument("--images", type=int, help="images each method synthesises in the 'images' comparison "
@@ -40,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default with no --config: the shipped classes-0-4 prior)")
     p.add_argument("--settings", nargs="+", choices=SETTINGS, help="run only these settings (e.g. one per "
                    "process into the same --out, then once more with all to write the combined table)")
+    p.add_argument("--comparisons", nargs="+", choices=("images", "time"), help="run only these comparisons")
+    p.add_argument("--config-size", action="store_true", help="keep the config's own run size (rounds, KD steps, "
+                   "batch) instead of the bench's smaller one: e.g. the embedded default's job against real-kd")
     p.add_argument("--out", metavar="DIR", default="runs/bench", help="bench folder (default runs/bench)")
     p.add_argument("--quick", action="store_true", help="tiny everything (1 seed, 2 rounds, few images), for tests")
     p.set_defaults(run=run)
@@ -63,8 +68,9 @@ def run(args: argparse.Namespace) -> None:
     if args.settings:
         settings = {k: v for k, v in settings.items() if k in args.settings}
     spec = BenchSpec(config=args.config, sets=list(args.set), out=args.out, quick=args.quick,
-                     seeds=args.seeds or ([0] if args.quick else [0, 1, 2]),
+                     seeds=args.seeds or ([0] if args.quick else [0, 1, 2]), sweep_seeds=args.sweep_seeds,
                      budget_seconds=(QUICK_BUDGET if args.quick else BENCH_BUDGET) if args.budget_seconds is None
                      else args.budget_seconds,
-                     images=args.images, methods=list(args.methods or METHODS), settings=settings)
+                     images=args.images, methods=list(args.methods or METHODS), settings=settings,
+                     config_size=args.config_size, comparisons=list(args.comparisons or ("images", "time")))
     print(format_table(run_bench(spec)))

@@ -47,10 +47,17 @@ def run(args: argparse.Namespace) -> None:
 
 
 def format_summary(s: dict) -> str:
+    """The closing table of a distill run: accuracies, images, time split and where the outputs are."""
+    from pathlib import Path
+
+    out = Path(s["out"])
+    grids = sorted((out / "grids").glob("round_*.png"))
     teacher = "not scored" if s["teacher_top1"] is None else f"{s['teacher_top1']:.2f}%"
     rows = [("teacher top-1", teacher), ("student top-1", f"{s['student_top1']:.2f}%"),
             ("images synthesised", f"{s['images_synthesized']}"),
             ("synthesis time", f"{s['synthesis_seconds']:.0f}s"), ("training time", f"{s['training_seconds']:.0f}s"),
-            ("evaluation time", f"{s['evaluation_seconds']:.0f}s"), ("outputs", s["out"])]
+            ("evaluation time", f"{s['evaluation_seconds']:.0f}s"),
+            ("student", s["student"]), ("newest grid", str(grids[-1]) if grids else "-"),
+            ("logs", f"{out / 'metrics.jsonl'} (tensorboard --logdir {out})"), ("summary", str(out / "summary.json"))]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -120,6 +120,13 @@ class FastADConfig:
     bn_weight: float = option(1.0, "weight of the BatchNorm-statistics term L_BN in the guidance loss", ge=0)
     guided_fraction: float = option(1.0, "share of each round's images that are guided; the rest are plain "
                                     "DDIM samples (mixing guided and unguided images in the buffer)", ge=0, le=1)
+    guide_classes: str = option("all", "which targets are guided: 'all' (guided_fraction of each batch) or "
+                                "'uncovered': only classes the prior does not make on its own, measured by the "
+                                "teacher's predictions on the unguided samples (data-free)",
+                                choices=("all", "uncovered"))
+    coverage_threshold: float = option(0.5, "guide_classes 'uncovered': a class is uncovered when its share of the "
+                                       "teacher's predictions on unguided samples is below this / num_classes",
+                                       ge=0, le=1)
 
 
 @dataclass

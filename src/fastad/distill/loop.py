@@ -127,6 +127,8 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
         student.load_state_dict(state["student"])
         opt.load_state_dict(state["optimizer"])
         buffer.load_state_dict(state["buffer"])
+        if hasattr(synth, "load_state_dict"):
+            synth.load_state_dict(state.get("synthesis", {}))
         set_rng_state(state["rng"], gen)
         p = state["progress"]
         prog = Progress(**{**p, "timing": Timing(**p["timing"])})
@@ -150,6 +152,8 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
             t0 = time.time()
             student.eval()
             targets = balanced_labels(d.synthesis_batch_size, d.num_classes, generator=gen)
+            if hasattr(synth, "plan_targets"):
+                targets = synth.plan_targets(targets, generator=gen)
             synth.stats.reset()
             images = synth(targets, generator=gen)
             with torch.no_grad():  # does the teacher see the target class in what was synthesised?
@@ -210,6 +214,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
             logger.log(rnd, record)
             atomic_torch_save({"student": student.state_dict(), "optimizer": opt.state_dict(),
                                "buffer": buffer.state_dict(),
+                               "synthesis": synth.state_dict() if hasattr(synth, "state_dict") else {},
                                "rng": rng_state(gen), "progress": _progress_dict(prog)}, last_path)
             bar.update(1)
             bar.set_postfix(images=prog.images, loss=f"{record['train/kd_loss']:.3f}",
@@ -283,13 +288,16 @@ def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, stu
                       gate="fixed" if f.guidance == "fixed" else "cadr", bn_weight=f.bn_weight, rule=f.rule,
                       t_window=tuple(f.t_window), inner_steps=f.inner_steps, x0_step=f.x0_step,
                       step_scale=f.ddim_steps / f.strength_ref_steps if f.strength_ref_steps else 1.0)
+    norm = normalizer(mean, std)
     view = make_view(mean, std, crop_padding=info.crop_padding if f.view_augment else 0,
                      flip=info.flip and f.view_augment, generator=gen)
     return Synthesizer(prior, teacher, guidance=f.guidance, cadr=cadr, view=view,
                        num_steps=f.ddim_steps, spacing=f.timestep_spacing, ddim_eta=f.ddim_eta, clip_x0=f.clip_x0,
                        provider=conditioning_provider(d.conditioning, prior), device=device,
                        student=student if f.beta_adv > 0 else None, recurrence=f.recurrence,
-                       guided_fraction=f.guided_fraction)
+                       guided_fraction=f.guided_fraction, guide_classes=f.guide_classes,
+                       coverage_threshold=f.coverage_threshold, num_classes=d.num_classes,
+                       classify=lambda x: teacher(norm((x + 1) / 2)))
 
 
 def _drop_rows_after(path: Path, last_round: int) -> None:

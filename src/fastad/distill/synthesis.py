@@ -56,39 +56,115 @@ def balanced_labels(n: int, num_classes: int, *, generator: torch.Generator) -> 
     return labels[torch.randperm(n, generator=generator)]
 
 
+class Coverage:
+    """Which of the teacher's classes the prior produces on its own (data-free: teacher and prior only).
+
+    Counts the teacher's top-1 class on every unguided sample so far. A class whose share is below
+    ``threshold / K`` is *uncovered*: the prior rarely makes anything the teacher calls that class.
+    Before any count, every class counts as covered (the first round is unguided and measures).
+    """
+
+    def __init__(self, num_classes: int, threshold: float) -> None:
+        self.counts = torch.zeros(num_classes, dtype=torch.long)
+        self.threshold = threshold
+
+    def update(self, predicted: Tensor) -> None:
+        self.counts += torch.bincount(predicted.cpu(), minlength=len(self.counts))
+
+    def uncovered(self) -> Tensor:
+        """``[K]`` bool: classes to guide."""
+        total = int(self.counts.sum())
+        if total == 0:
+            return torch.zeros(len(self.counts), dtype=torch.bool)
+        return self.counts.double() / total < self.threshold / len(self.counts)
+
+    def state_dict(self) -> dict:
+        return {"counts": self.counts.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.counts = state["counts"].clone()
+
+
 class Synthesizer:
     """Draws a batch of images for given labels with the configured guidance (``none`` = plain DDIM).
 
-    ``guided_fraction`` < 1 leaves that share of each batch (its last images) unguided: plain DDIM
-    samples mixed into the buffer beside the guided ones. ``recurrence`` re-noises and redoes each
-    guided step (time travel); unguided samples never pay for it.
+    Which images are guided: with ``guide_classes="all"`` the first ``guided_fraction`` of the batch
+    (the rest are plain DDIM samples mixed into the buffer); with ``"uncovered"`` the targets of
+    classes the prior does not produce on its own (:class:`Coverage`, measured by ``classify`` on
+    the unguided samples), of which :meth:`plan_targets` puts ``guided_fraction`` in each batch. ``recurrence`` re-noises and redoes each guided step (time travel);
+    unguided samples never pay for it.
     """
 
     def __init__(
         self, prior: Prior, teacher: nn.Module, *, guidance: str, cadr: CADRConfig, view: Callable[[Tensor], Tensor],
         num_steps: int, spacing: str, ddim_eta: float, clip_x0: bool, provider: ConditioningProvider,
         device: torch.device, student: nn.Module | None = None, recurrence: int = 0, guided_fraction: float = 1.0,
+        guide_classes: str = "all", coverage_threshold: float = 0.5, num_classes: int = 0,
+        classify: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         self.prior, self.teacher, self.guidance, self.cadr, self.view = prior, teacher, guidance, cadr, view
         self.provider, self.device, self.student = provider, device, student
         self.ddim_eta, self.clip_x0 = ddim_eta, clip_x0
         self.recurrence, self.guided_fraction = recurrence, guided_fraction
+        if guide_classes not in ("all", "uncovered"):
+            raise UserError(f"guide_classes={guide_classes!r} is not allowed; choose all or uncovered")
+        if guide_classes == "uncovered" and (classify is None or num_classes < 1):
+            raise UserError("guide_classes='uncovered' needs classify (the teacher on images in [-1, 1]) and "
+                            "num_classes")
+        self.guide_classes, self.classify = guide_classes, classify
+        self.coverage = Coverage(num_classes, coverage_threshold) if guide_classes == "uncovered" else None
         self.timesteps = ddim_timesteps(prior.num_train_timesteps, num_steps, spacing=spacing)
         self.stats = GuidanceStats()
+
+    def plan_targets(self, labels: Tensor, *, generator: torch.Generator) -> Tensor:
+        """The round's targets. Routing by coverage: the first ``guided_fraction`` of the batch is aimed
+        at the uncovered classes (balanced over them), the rest keep their balanced targets and stay
+        plain DDIM samples of covered classes (the teacher labels every image through KD anyway)."""
+        if self.coverage is None or self.guidance == "none":
+            return labels
+        uncovered = self.coverage.uncovered().nonzero().flatten()
+        n = round(len(labels) * self.guided_fraction)
+        if len(uncovered) == 0 or n == 0:
+            return labels
+        labels = labels.clone()
+        labels[:n] = uncovered[balanced_labels(n, len(uncovered), generator=generator)].to(labels.device)
+        return labels
+
+    def _guided_mask(self, labels: Tensor) -> Tensor:
+        if self.guidance == "none":
+            return torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
+        if self.coverage is not None:
+            return self.coverage.uncovered().to(labels.device)[labels]
+        mask = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
+        mask[:round(len(labels) * self.guided_fraction)] = True
+        return mask
 
     def __call__(self, labels: Tensor, *, generator: torch.Generator) -> Tensor:
         """``labels [B]`` -> images ``[B, C, H, W]`` in [-1, 1] (float32, on the run's device)."""
         x_T = torch.randn((len(labels), *self.prior.sample_shape), generator=generator).to(self.device)
         labels = labels.to(self.device)
-        n_guided = 0 if self.guidance == "none" else round(len(labels) * self.guided_fraction)
-        parts = []
-        if n_guided:
-            parts.append(self._guided(x_T[:n_guided], labels[:n_guided], generator))
-        if n_guided < len(labels):
-            eps_fn = self.provider(self.prior, labels[n_guided:])
-            parts.append(ddim_sample(eps_fn, x_T[n_guided:], self.prior.alphas_cumprod, self.timesteps,
-                                     ddim_eta=self.ddim_eta, generator=generator, clip_x0=self.clip_x0))
-        return torch.cat(parts).clamp(-1, 1)
+        guided = self._guided_mask(labels)
+        out = torch.empty_like(x_T)
+        if guided.any():
+            out[guided] = self._guided(x_T[guided], labels[guided], generator)
+        if not guided.all():
+            plain = ~guided
+            eps_fn = self.provider(self.prior, labels[plain])
+            images = ddim_sample(eps_fn, x_T[plain], self.prior.alphas_cumprod, self.timesteps,
+                                 ddim_eta=self.ddim_eta, generator=generator, clip_x0=self.clip_x0).clamp(-1, 1)
+            out[plain] = images
+            if self.coverage is not None:
+                with torch.no_grad():
+                    self.coverage.update(self.classify(images).argmax(1))
+        return out.clamp(-1, 1)
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs (the coverage counts, when routing by coverage)."""
+        return {} if self.coverage is None else {"coverage": self.coverage.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.coverage is not None and "coverage" in state:
+            self.coverage.load_state_dict(state["coverage"])
 
     def _guided(self, x_T: Tensor, labels: Tensor, generator: torch.Generator) -> Tensor:
         eps_fn = self.provider(self.prior, labels)
