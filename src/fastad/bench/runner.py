@@ -345,7 +345,7 @@ def format_table(result: dict) -> str:
 
 def plot_bench(result: dict, path: Path) -> None:
     """``bench.png``: student top-1 against wall-clock seconds per run, one panel per setting (mean ± std
-    over seeds; filled markers = equal time, open = equal images)."""
+    over seeds; filled markers = equal time, open = equal images; methods and references, not the sweep)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -359,8 +359,8 @@ def plot_bench(result: dict, path: Path) -> None:
         if teacher:
             ax.axhline(teacher[0]["top1_mean"], color="grey", ls="--", lw=1, label="teacher")
         for r in result["rows"]:
-            if r["setting"] != setting or r["method"] == "teacher":
-                continue
+            if r["setting"] != setting or r["method"] == "teacher" or r["method"] in SWEEP_SETS:
+                continue  # the sweep rows are in the table; the plot keeps the methods legible
             c = colours.setdefault(r["method"], f"C{len(colours) % 10}")
             filled = r["comparison"] == "time"
             ax.errorbar(r["wall_seconds"], r["top1_mean"], yerr=r["top1_std"], fmt="o" if filled else "s",

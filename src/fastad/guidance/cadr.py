@@ -86,10 +86,10 @@ class CADRConfig:
             v = getattr(self, name)
             if v not in allowed:
                 raise UserError(f"cadr.{name}={v!r} is not allowed; choose one of {', '.join(allowed)}")
-        lo, hi = (tuple(self.t_window) + (None, None))[:2] if len(self.t_window) == 2 else (None, None)
-        if lo is None or not (0.0 <= lo <= hi <= 1.0):
-            raise UserError(f"cadr.t_window={list(self.t_window)!r} is not allowed; give [lo, hi] with 0 <= lo <= hi <= 1")
-        self.t_window = (float(lo), float(hi))
+        w = tuple(self.t_window)
+        if len(w) != 2 or not all(isinstance(v, (int, float)) for v in w) or not 0.0 <= w[0] <= w[1] <= 1.0:
+            raise UserError(f"cadr.t_window={list(w)!r} is not allowed; give [lo, hi] with 0 <= lo <= hi <= 1")
+        self.t_window = (float(w[0]), float(w[1]))
         if isinstance(self.inner_steps, bool) or not isinstance(self.inner_steps, int) or self.inner_steps < 1:
             raise UserError(f"cadr.inner_steps={self.inner_steps!r} is not allowed; it must be an integer >= 1")
         if self.rule == "eps" and self.inner_steps != 1:
