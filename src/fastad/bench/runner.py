@@ -32,6 +32,8 @@ _X0 = [*_DIFFUSION, "fast_ad.guidance=fixed", "fast_ad.rule=x0", "fast_ad.lambda
        "fast_ad.x0_step=0.1"]
 METHOD_SETS: dict[str, list[str]] = {
     "none": [*_DIFFUSION, "fast_ad.guidance=none"],
+    # Unguided without the preview clamp: the baseline with the same clamp setting as cadr-routed.
+    "none-noclip": [*_DIFFUSION, "fast_ad.guidance=none", "fast_ad.clip_x0=false"],
     "cadr": [*_DIFFUSION, "fast_ad.guidance=cadr", "fast_ad.grad_mode=tweedie"],
     "cadr-full": [*_DIFFUSION, "fast_ad.guidance=cadr", "fast_ad.grad_mode=full"],
     "fixed": [*_DIFFUSION, "fast_ad.guidance=fixed", "fast_ad.grad_mode=tweedie"],
@@ -47,7 +49,6 @@ METHOD_SETS: dict[str, list[str]] = {
 # One lever at a time, measured at equal images only (the sweep): DDIM steps, the step-count
 # strength scaling, the preview clamp, the t window, the BN weight and the adversarial term.
 SWEEP_SETS: dict[str, list[str]] = {
-    "none-noclip": [*METHOD_SETS["none"], "fast_ad.clip_x0=false"],
     "cadr-noclip": [*METHOD_SETS["cadr"], "fast_ad.clip_x0=false"],
     "cadr-noclip-eta0.3": [*METHOD_SETS["cadr"], "fast_ad.clip_x0=false", "fast_ad.eta=0.3"],
     "cadr-routed-eta0.1": [*METHOD_SETS["cadr-routed"], "fast_ad.eta=0.1"],
@@ -313,13 +314,21 @@ def _pm(row: dict, key: str) -> str:
     return f"{row[f'{key}_mean']:.2f}" + (f" ± {row[f'{key}_std']:.2f}" if len(row[key]) > 1 else "")
 
 
+def _shown(path: str | None) -> str | None:
+    """A path as the table shows it: relative to the working folder where it lies below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except (TypeError, ValueError):
+        return path
+
+
 def format_table(result: dict) -> str:
     """The Markdown tables of ``bench.md``: one per setting."""
     di = result["deepinversion_iterations"]
     out: list[str] = []
     for setting, meta in result["settings"].items():
         unseen = meta["unseen_classes"]
-        out += [f"### {setting}: prior `{meta['prior']}`" + (f", never saw classes {unseen}" if unseen else ""), "",
+        out += [f"### {setting}: prior `{_shown(meta['prior'])}`" + (f", never saw classes {unseen}" if unseen else ""), "",
                 "| method | comparison | student top-1 (%) | unseen classes (%) | images synthesised "
                 "| synthesis images/s | synthesis GFLOP/s (% of fp32 matmul) | wall s |",
                 "|---|---|---|---|---|---|---|---|"]
@@ -336,7 +345,9 @@ def format_table(result: dict) -> str:
                 f"{r['synthesis_flops_per_second'] / 1e9:.2f} ({100 * r['matmul_efficiency']:.1f}%)"
             out.append(f"| {name} | {r['comparison']} | {_pm(r, 'top1')} | {_pm(r, 'unseen_top1')} | {images} | {ips} "
                        f"| {eff} | {r['wall_seconds']:.1f} |")
-        out += ["", f"`images`: every method synthesises {meta['images_per_method']} images.", ""]
+        if "images" in result["spec"]["comparisons"]:
+            out += ["", f"`images`: every method synthesises {meta['images_per_method']} images."]
+        out.append("")
     seeds = result["spec"]["seeds"]
     out.append(f"`time` = every method gets {result['budget_seconds']:g} s of synthesis + training "
                "(`distillation.max_seconds`; real-kd: training), with the lr schedule ending with the budget. "
