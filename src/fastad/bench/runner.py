@@ -1,6 +1,8 @@
 """``fastad bench``: fastad against the data-free baselines on the same teacher, prior and student.
 
-Two comparisons, each one ``fastad distill`` run per (method, seed) in its own folder:
+Per setting (e.g. ``in-domain`` and ``out-of-domain``: another prior, lacking some of the teacher's
+classes, whose accuracy on them is reported), two comparisons, each one ``fastad distill`` run per
+(method, seed) in its own folder, plus the one-lever sweep rows at equal images:
 
 - ``images``: every method synthesises the same number of images (a fixed round count);
 - ``time``: every method gets the same synthesis + training budget (``distillation.max_seconds``)
@@ -9,8 +11,9 @@ Two comparisons, each one ``fastad distill`` run per (method, seed) in its own f
 References: the teacher itself, and ``real-kd``, the same student trained by KD on the teacher's
 **real** training images (not data-free; the upper bound), for the same step count or budget.
 A run folder with a ``summary.json`` is reused and one with only ``last.pt`` is resumed, so an
-interrupted bench continues method by method. Runs go one after another, in this process: a
-shared machine's cores are never split between runs.
+interrupted bench continues method by method. Runs go one after another, in this process (a
+setting per process, ``--settings``, is the way to use several cores), then one invocation over
+all settings reuses every run and writes the combined table.
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ METHOD_SETS: dict[str, list[str]] = {
     "cadr-routed": [*_DIFFUSION, "fast_ad.guidance=cadr", "fast_ad.clip_x0=false", "fast_ad.guide_classes=uncovered",
                     "fast_ad.guided_fraction=0.5", "fast_ad.eta=0.3"],
 }
-# One lever at a time, measured at equal images only (the sweep): DDIM steps, the step-count
-# strength scaling, the preview clamp, the t window, the BN weight and the adversarial term.
+# One lever at a time, measured at equal images only (the sweep): the preview clamp, eta, routing,
+# DDIM steps, the step-count strength scaling, recurrence, mixing, the t window, the BN weight and
+# the adversarial term.
 SWEEP_SETS: dict[str, list[str]] = {
     "cadr-noclip": [*METHOD_SETS["cadr"], "fast_ad.clip_x0=false"],
     "cadr-noclip-eta0.3": [*METHOD_SETS["cadr"], "fast_ad.clip_x0=false", "fast_ad.eta=0.3"],
