@@ -19,7 +19,7 @@ from fastad.data import ImageDataset, augment, to_float
 from fastad.distill.loop import kd_loss
 from fastad.errors import UserError
 from fastad.train.evaluate import accuracy_report, normalizer, predict
-from fastad.utils.schedule import lr_factor
+from fastad.utils.schedule import budget_position, lr_factor
 
 __all__ = ["SCHEDULES", "train_student_on_real"]
 
@@ -121,8 +121,7 @@ def train_student_on_real(
         x = norm(x)
         with torch.no_grad():
             t_logits = teacher(x)
-        # Under a budget the schedule ends with it (position = the share of the budget spent, if further).
-        position = step if max_seconds is None else max(step, min(train_s / max_seconds, 1.0) * steps)
+        position = budget_position(step, steps, train_s, max_seconds)  # under a budget, it ends with it
         for g in opt.param_groups:
             g["lr"] = lr * lr_factor(schedule, position, steps, milestones, lr_decay)
         loss = kd_loss(student(x), t_logits, kd_temperature)

@@ -115,10 +115,11 @@ def _config(spec: BenchSpec, extra: list[str]) -> Config:
 
 def unseen_classes(cfg: Config) -> list[int]:
     """The teacher's classes the prior never saw in training (from the prior's ``fastad_prior.json``)."""
-    path = Path(cfg.distillation.diffusion_checkpoint or "") / "fastad_prior.json"
-    if not path.is_file():
+    from fastad.diffusion.prior import read_prior_metadata
+
+    if not cfg.distillation.diffusion_checkpoint:
         return []
-    seen = json.loads(path.read_text()).get("metadata", {}).get("classes")
+    seen = read_prior_metadata(cfg.distillation.diffusion_checkpoint).get("classes")
     return [] if seen is None else [c for c in range(cfg.distillation.num_classes) if c not in seen]
 
 

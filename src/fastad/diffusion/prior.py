@@ -124,6 +124,12 @@ def _read_json(path: Path) -> dict:
         raise UserError(f"cannot read {path}: {e}") from None
 
 
+def read_prior_metadata(path: Union[str, os.PathLike]) -> dict:
+    """The ``metadata`` of a prior folder's ``fastad_prior.json`` (e.g. the classes it saw); ``{}`` if absent."""
+    meta_file = Path(path) / "fastad_prior.json"
+    return _read_json(meta_file).get("metadata", {}) if meta_file.is_file() else {}
+
+
 def _init_keys(cls: type) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters) - {"self"}
 
@@ -189,8 +195,7 @@ def load_prior(
     unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False
     )
     unet = unet.to(device).eval().requires_grad_(False)
-    meta_file = root / "fastad_prior.json"
-    metadata = _read_json(meta_file).get("metadata", {}) if meta_file.is_file() else {}
+    metadata = read_prior_metadata(root)
     return Prior(
         unet=unet,
         alphas_cumprod=alphas_cumprod,

@@ -38,7 +38,7 @@ from fastad.utils.logger import RunLogger
 from fastad.utils.runtime import (
     resolve_device, rng_state, seed_everything, set_rng_state, set_threads,
 )
-from fastad.utils.schedule import lr_factor
+from fastad.utils.schedule import budget_position, lr_factor
 
 
 if TYPE_CHECKING:
@@ -247,10 +247,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
 def _schedule_position(prog: Progress, d) -> float:
     """Where the lr schedule stands, in rounds: the rounds done or, under a ``max_seconds`` budget, the
     share of the budget spent times ``epochs`` if that is further (the schedule ends with the budget)."""
-    if d.max_seconds <= 0:
-        return float(prog.round)
-    spent = (prog.timing.synthesis + prog.timing.training) / d.max_seconds
-    return max(float(prog.round), min(spent, 1.0) * d.epochs)
+    return budget_position(prog.round, d.epochs, prog.timing.synthesis + prog.timing.training, d.max_seconds)
 
 
 def _load_prior(cfg: Config, info, device: torch.device) -> Prior:

@@ -111,7 +111,7 @@ class Synthesizer:
         if guide_classes == "uncovered" and (classify is None or num_classes < 1):
             raise UserError("guide_classes='uncovered' needs classify (the teacher on images in [-1, 1]) and "
                             "num_classes")
-        self.guide_classes, self.classify = guide_classes, classify
+        self.classify = classify
         self.coverage = Coverage(num_classes, coverage_threshold) if guide_classes == "uncovered" else None
         self.timesteps = ddim_timesteps(prior.num_train_timesteps, num_steps, spacing=spacing)
         self.stats = GuidanceStats()

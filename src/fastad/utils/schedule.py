@@ -14,3 +14,12 @@ def lr_factor(schedule: str, step: int, total: int, milestones: Sequence[int], l
     if schedule == "step":
         return lr_decay ** sum(step >= m for m in milestones)
     return 1.0
+
+
+def budget_position(done: float, total: int, spent: float, budget: float | None) -> float:
+    """Where an lr schedule over ``total`` steps stands after ``done`` of them: under a time ``budget``
+    (seconds, None or <= 0 = none) the share of it ``spent`` times ``total``, if that is further, so the
+    schedule ends with the budget (or with the steps, whichever comes first)."""
+    if not budget or budget <= 0:
+        return float(done)
+    return max(float(done), min(spent / budget, 1.0) * total)
