@@ -114,3 +114,30 @@ def test_bench_bad_budget_one_line(assets, tmp_path, capsys):
     rc = main([str(a) for a in bench_args(assets, tmp_path / "b")] + ["--budget-seconds", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "--budget-seconds" in err
+
+
+def test_pilot_table_matches_bench_rows(assets, tmp_path):
+    """scripts/pilot_table.py (the pilots of docs/guidance.md) reads a bench folder's runs: its
+    unseen / seen numbers are the bench's own, and a saved JSON prints the same table."""
+    import importlib.util
+
+    out = tmp_path / "pilots" / "p"
+    args = [str(a) for a in bench_args(assets, out)] + ["--ood-prior", str(assets["ood_prior"]),
+                                                        "--settings", "out-of-domain", "--comparisons", "images",
+                                                        "--methods", "none", "cadr-routed-lowpass"]
+    assert main(args) == 0
+    spec = importlib.util.spec_from_file_location("pilot_table", Path(__file__).resolve().parents[1] / "scripts" /
+                                                  "pilot_table.py")
+    pilot_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pilot_table)
+    rows = pilot_table.collect(tmp_path / "pilots")
+    bench = {r["method"]: r for r in json.loads((out / "bench.json").read_text())["rows"]}
+    assert set(rows) == {"out-of-domain/p (none)", "out-of-domain/p (cadr-routed-lowpass)"}
+    for m in ("none", "cadr-routed-lowpass"):
+        r = rows[f"out-of-domain/p ({m})"]
+        assert r["unseen"] == pytest.approx(bench[m]["unseen_top1"]) and r["seen"] == pytest.approx(bench[m]["seen_top1"])
+        assert r["top1"] == pytest.approx(bench[m]["top1"]) and len(r["per_class_mean"]) == 10
+    saved = tmp_path / "pilots.json"
+    saved.write_text(json.dumps(rows))
+    md = pilot_table.table(json.loads(saved.read_text()))
+    assert md.count("\n| p (") == 2 and md.startswith("| pilot | seeds |")

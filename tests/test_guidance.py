@@ -21,6 +21,7 @@ from fastad.guidance import (
     make_cadr_eps_fn,
     make_view,
     normalize_grad,
+    pool_grad,
 )
 from fastad.models import create_model
 
@@ -318,7 +319,8 @@ def test_with_ddim_sample_and_stats_summary(teacher: nn.Module) -> None:
 @pytest.mark.parametrize("kwargs,needle", [
     ({"t_window": (0.6, 0.2)}, "t_window"), ({"t_window": (0.0, 1.5)}, "t_window"), ({"inner_steps": 0}, "inner_steps"),
     ({"inner_steps": 3}, "inner_steps"), ({"rule": "x0", "grad_mode": "full"}, "grad_mode"), ({"rule": "dps"}, "rule"),
-    ({"bn_weight": -1.0}, "bn_weight"), ({"step_scale": 0.0}, "step_scale"),
+    ({"bn_weight": -1.0}, "bn_weight"), ({"step_scale": 0.0}, "step_scale"), ({"grad_pool": 0}, "grad_pool"),
+    ({"grad_pool": 2.5}, "grad_pool"),
 ])
 def test_variant_config_values_raise_user_error(kwargs: dict, needle: str) -> None:
     with pytest.raises(UserError, match=needle) as e:
@@ -393,4 +395,45 @@ def test_x0_rule_in_ddim_sample_changes_only_guided_steps(teacher: nn.Module) ->
         steered = ddim_sample(guided, x_T, ABAR, ts, x0_fn=guided.correct_x0)
     with torch.no_grad():
         ce = [F.cross_entropy(teacher(VIEW(v)), y).item() for v in (plain, steered)]
+    assert ce[1] < ce[0]
+
+
+def test_pool_grad_keeps_block_means_and_drops_fine_detail() -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 1, 16, 16, generator=g)
+    assert pool_grad(x, 1) is x
+    p = pool_grad(x, 4)
+    assert p.shape == x.shape
+    # A pixel checkerboard (the finest texture) has zero block means: pooled away entirely.
+    checker = ((torch.arange(16).view(-1, 1) + torch.arange(16)) % 2 * 2 - 1).float().expand(3, 1, 16, 16)
+    assert pool_grad(checker, 4).abs().max() < 1e-6
+    # A pattern constant on 4 x 4 blocks keeps its mean, and its energy mostly (bilinear upsampling).
+    blocks = torch.randn(3, 1, 4, 4, generator=g).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    torch.testing.assert_close(pool_grad(blocks, 4).mean(), blocks.mean())
+    assert F.cosine_similarity(pool_grad(blocks, 4).flatten(1), blocks.flatten(1)).min() > 0.8
+    # Sizes that k does not divide (28 / 8) still come back at the input's size.
+    assert pool_grad(torch.randn(2, 3, 28, 28), 8).shape == (2, 3, 28, 28)
+
+
+@pytest.mark.parametrize("rule", ["eps", "x0"])
+def test_grad_pool_makes_the_correction_coarse(teacher: nn.Module, rule: str) -> None:
+    """With grad_pool k the change the guidance makes is the pooled gradient's direction: smooth, with the
+    teacher's CE still going down."""
+    x_t, y, eps_fn = _inputs()
+    eps = eps_fn(x_t, _t(400))
+    x0 = _preview(x_t, eps, 400)
+    out = {}
+    for k in (1, 4):
+        cfg = CADRConfig(gate="fixed", lambda_max=1.0, rule=rule, x0_step=0.05, eta=0.1, grad_pool=k, xi=1e-12)
+        with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, cfg, view=VIEW) as guided:
+            out[k] = guided.correct_x0(x_t, _t(400), x0) - x0 if rule == "x0" else guided(x_t, _t(400)) - eps
+    # Coarse: the pooled correction is (nearly) unchanged by pooling again, the raw one is not.
+    def fine_share(d: torch.Tensor) -> float:
+        return ((d - pool_grad(d, 4)).norm() / d.norm()).item()
+    assert fine_share(out[4]) < 0.5 * fine_share(out[1])
+    # It still steers: the preview moved along the pooled correction lowers the teacher's CE (rule eps:
+    # the rectified eps moves the preview against its change).
+    step = out[4] if rule == "x0" else -out[4] * 2.0
+    with torch.no_grad():
+        ce = [F.cross_entropy(teacher(VIEW(v)), y).item() for v in (x0, x0 + step)]
     assert ce[1] < ce[0]

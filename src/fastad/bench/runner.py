@@ -48,6 +48,12 @@ METHOD_SETS: dict[str, list[str]] = {
     # eta 0.3 (the paper: 0.1) from single-seed out-of-domain pilots at 0.1 / 0.3 / 0.6 (docs/guidance.md).
     "cadr-routed": [*_DIFFUSION, "fast_ad.guidance=cadr", "fast_ad.clip_x0=false", "fast_ad.guide_classes=uncovered",
                     "fast_ad.guided_fraction=0.5", "fast_ad.eta=0.3"],
+    # cadr-routed whose gradient is low-passed (4 x 4 block means) and taken on randomly shifted / flipped
+    # views of the preview: guidance that changes shapes, not pixel textures. Chosen on held-out seeds
+    # 10-14 (out of domain) before the bench's seeds ran (docs/guidance.md, "Pilots").
+    "cadr-routed-lowpass": [*_DIFFUSION, "fast_ad.guidance=cadr", "fast_ad.clip_x0=false",
+                            "fast_ad.guide_classes=uncovered", "fast_ad.guided_fraction=0.5", "fast_ad.eta=0.3",
+                            "fast_ad.grad_pool=4", "fast_ad.view_augment=true"],
 }
 # One lever at a time, measured at equal images only (the sweep): the preview clamp, eta, routing,
 # DDIM steps, the step-count strength scaling, recurrence, mixing, the t window, the BN weight and
@@ -64,6 +70,11 @@ SWEEP_SETS: dict[str, list[str]] = {
     "x0-late": [*_X0, "fast_ad.t_window=[0.0,0.5]"],
     "x0-bn0": [*_X0, "fast_ad.bn_weight=0"],
     "x0-adv": [*_X0, "fast_ad.beta_adv=1.0"],
+    # The two levers of cadr-routed-lowpass one at a time, and the x0 rule routed with the low-pass gradient.
+    "routed-lowpass-noviews": [*METHOD_SETS["cadr-routed"], "fast_ad.grad_pool=4"],
+    "routed-views": [*METHOD_SETS["cadr-routed"], "fast_ad.view_augment=true"],
+    "x0-routed-lowpass": [*_X0, "fast_ad.guide_classes=uncovered", "fast_ad.guided_fraction=0.5", "fast_ad.grad_pool=4",
+                          "fast_ad.x0_step=0.3", "fast_ad.bn_weight=0"],
 }
 ALL_SETS = {**METHOD_SETS, **SWEEP_SETS}
 REFERENCES = ("teacher", "real-kd")

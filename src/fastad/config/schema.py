@@ -118,6 +118,8 @@ class FastADConfig:
                                      "per step that follows the step count); 0 = off", ge=0)
     recurrence: int = option(0, "time travel: re-noise and redo each guided step this many extra times", ge=0)
     bn_weight: float = option(1.0, "weight of the BatchNorm-statistics term L_BN in the guidance loss", ge=0)
+    grad_pool: int = option(1, "average the guidance gradient over k x k pixel blocks before it is used (a "
+                            "low-pass: coarse, shape-level changes instead of pixel textures); 1 = off", ge=1)
     guided_fraction: float = option(1.0, "share of each round's images that are guided; the rest are plain "
                                     "DDIM samples (mixing guided and unguided images in the buffer)", ge=0, le=1)
     guide_classes: str = option("all", "which targets are guided: 'all' (guided_fraction of each batch) or "

@@ -283,7 +283,7 @@ def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, stu
     cadr = CADRConfig(lambda_max=f.lambda_max, eta=f.eta, tau_ent=f.tau_ent, k_sigmoid=f.k_sigmoid, xi=f.xi,
                       gamma=f.gamma, beta_adv=f.beta_adv, grad_mode=f.grad_mode,
                       gate="fixed" if f.guidance == "fixed" else "cadr", bn_weight=f.bn_weight, rule=f.rule,
-                      t_window=tuple(f.t_window), inner_steps=f.inner_steps, x0_step=f.x0_step,
+                      t_window=tuple(f.t_window), inner_steps=f.inner_steps, x0_step=f.x0_step, grad_pool=f.grad_pool,
                       step_scale=f.ddim_steps / f.strength_ref_steps if f.strength_ref_steps else 1.0)
     norm = normalizer(mean, std)
     view = make_view(mean, std, crop_padding=info.crop_padding if f.view_augment else 0,

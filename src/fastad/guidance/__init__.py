@@ -17,6 +17,7 @@ from fastad.guidance.cadr import (
     entropy_nats,
     make_cadr_eps_fn,
     normalize_grad,
+    pool_grad,
 )
 from fastad.guidance.view import make_view
 
@@ -32,6 +33,7 @@ __all__ = [
     "cadr_gate",
     "entropy_nats",
     "normalize_grad",
+    "pool_grad",
     "BNStatsRecorder",
     "bn_stat_term",
 ]

@@ -41,6 +41,7 @@ __all__ = [
     "cadr_gate",
     "entropy_nats",
     "normalize_grad",
+    "pool_grad",
 ]
 
 GRAD_MODES = ("tweedie", "full")
@@ -71,6 +72,7 @@ class CADRConfig:
     inner_steps: int = 1  # rule "x0": gradient steps on the preview per timestep
     x0_step: float = 0.1  # rule "x0": per-pixel RMS size of one step at lam = 1 (prior space, [-1, 1])
     step_scale: float = 1.0  # multiplies eta / x0_step (e.g. ddim_steps / reference steps)
+    grad_pool: int = 1  # > 1: average the gradient over grad_pool x grad_pool blocks (coarse, shape-level steps)
 
     def __post_init__(self) -> None:
         for name, strict in (("lambda_max", False), ("eta", False), ("tau_ent", False), ("k_sigmoid", False),
@@ -92,6 +94,8 @@ class CADRConfig:
         self.t_window = (float(w[0]), float(w[1]))
         if isinstance(self.inner_steps, bool) or not isinstance(self.inner_steps, int) or self.inner_steps < 1:
             raise UserError(f"cadr.inner_steps={self.inner_steps!r} is not allowed; it must be an integer >= 1")
+        if isinstance(self.grad_pool, bool) or not isinstance(self.grad_pool, int) or self.grad_pool < 1:
+            raise UserError(f"cadr.grad_pool={self.grad_pool!r} is not allowed; it must be an integer >= 1")
         if self.rule == "eps" and self.inner_steps != 1:
             raise UserError(f"cadr.inner_steps={self.inner_steps} needs rule 'x0'; the paper's eps rule takes one "
                             "gradient per timestep (use recurrence for more)")
@@ -116,6 +120,19 @@ def cadr_gate(entropy: Tensor, cfg: CADRConfig) -> Tensor:
     if cfg.gate == "fixed":
         return torch.full_like(entropy, cfg.lambda_max)
     return cfg.lambda_max * torch.sigmoid(cfg.k_sigmoid * (entropy - cfg.tau_ent))
+
+
+def pool_grad(g: Tensor, k: int) -> Tensor:
+    """Low-pass a gradient ``[B, C, H, W]``: its mean over ``k x k`` blocks, upsampled back (bilinear).
+
+    The teacher's pixel gradient is mostly high-frequency (adversarial texture); its block means
+    say where the image should be brighter or darker, which changes shapes. ``k = 1``: unchanged.
+    """
+    if k <= 1:
+        return g
+    h, w = g.shape[-2:]
+    coarse = F.adaptive_avg_pool2d(g, (max(1, h // k), max(1, w // k)))
+    return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
 
 
 def normalize_grad(g: Tensor, xi: float) -> Tensor:
@@ -289,7 +306,7 @@ class CADREpsFn:
                 #    is constant, so this is grad_{x0_hat} L / sqrt(abar_t). Only x_in is differentiated:
                 #    no .grad lands on teacher or student parameters.
                 (g,) = torch.autograd.grad(total, x_in)
-                g = g.float()
+                g = pool_grad(g.float(), cfg.grad_pool)
             # 7. Adaptive normalisation (Eq. 6): g_hat = g / (||g||_2 + xi); r = lam * eta * ||x_t||_2 * g_hat.
             g_hat = normalize_grad(g, cfg.xi)
             x_norm = x.detach().flatten(1).norm(dim=1)
@@ -323,7 +340,7 @@ class CADREpsFn:
             with torch.enable_grad(), torch.autocast(dev.type, enabled=False):
                 total, parts = self._loss(x_in, y)
                 (g,) = torch.autograd.grad(total, x_in)
-            step = (parts["lam"] * size).view(B, 1, 1, 1) * normalize_grad(g.float(), cfg.xi)
+            step = (parts["lam"] * size).view(B, 1, 1, 1) * normalize_grad(pool_grad(g.float(), cfg.grad_pool), cfg.xi)
             ok = torch.isfinite(step).flatten(1).all(dim=1)
             x0 = (x0.detach() - torch.where(ok.view(B, 1, 1, 1), step, torch.zeros_like(step))).detach()
             self._record(t, y, parts, g, ok)

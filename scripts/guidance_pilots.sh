@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The pilots that chose cadr-routed-lowpass (docs/guidance.md, "Pilots"): out-of-domain setting,
+# equal images, held-out seeds 10-14 (the bench reports seeds 0-2), one `fastad bench` per pilot,
+# PARALLEL at a time. They ran on an H100 (device cuda, about 2 minutes per batch of 12 pilots);
+# on a 2-core CPU each run takes about a minute of one core.
+#
+#   scripts/guidance_pilots.sh [DEVICE] [NAME ...]     # default: cuda, every pilot
+#   python scripts/pilot_table.py runs/pilot           # the table
+set -euo pipefail
+DEVICE=${1:-cuda}; shift || true
+SEEDS=${SEEDS:-"10 11 12 13 14"}
+PARALLEL=${PARALLEL:-12}
+FASTAD=${FASTAD:-fastad}
+R="clip_x0=false guide_classes=uncovered guided_fraction=0.5"   # cadr-routed's routing, no clamp
+C="guide_classes=uncovered guided_fraction=0.5 grad_pool=4 x0_step=0.3"  # rule x0 routed, clamp on
+PILOTS=(  # name;method;fast_ad overrides (later ones win)
+  "none;none;" "none-noclip;none-noclip;" "cadr-routed;cadr-routed;"
+  "routed-views;cadr;$R eta=0.3 view_augment=true" "routed-views-eta0.6;cadr;$R eta=0.6 view_augment=true"
+  "routed-bn0;cadr;$R eta=0.3 bn_weight=0" "routed-bn3;cadr;$R eta=0.3 bn_weight=3"
+  "routed-cov1;cadr;$R eta=0.3 coverage_threshold=1.0" "routed-frac0.3;cadr;$R eta=0.3 guided_fraction=0.3"
+  "routed-frac0.7;cadr;$R eta=0.3 guided_fraction=0.7" "routed-clip;cadr;$R eta=0.3 clip_x0=true"
+  "routed-fixed;fixed;$R eta=0.3" "routed-rec;cadr;$R eta=0.3 recurrence=1"
+  "routed-late;cadr;$R eta=0.3 t_window=[0.0,0.5]" "routed-early;cadr;$R eta=0.3 t_window=[0.5,1.0]"
+  "routed-x0;x0;$R" "routed-x0-views;x0;$R view_augment=true"
+  "R-pool2;cadr;$R eta=0.3 grad_pool=2" "R-pool4;cadr;$R eta=0.3 grad_pool=4"
+  "R-pool4-eta0.6;cadr;$R eta=0.6 grad_pool=4" "R-pool4-eta1;cadr;$R eta=1.0 grad_pool=4"
+  "R-pool7-eta0.6;cadr;$R eta=0.6 grad_pool=7" "R-pool4-views-eta0.6;cadr;$R eta=0.6 grad_pool=4 view_augment=true"
+  "R-views-eta1;cadr;$R eta=1.0 view_augment=true" "X0R-pool4;x0;$R grad_pool=4"
+  "X0R-pool4-step0.3;x0;$R grad_pool=4 x0_step=0.3" "X0R-pool4-step0.3-clip;x0;$R grad_pool=4 x0_step=0.3 clip_x0=true"
+  "R-pool4-eta0.6-bn3;cadr;$R eta=0.6 grad_pool=4 bn_weight=3"
+  "R-pool4-eta0.6-ddim20;cadr;$R eta=0.6 grad_pool=4 ddim_steps=20"
+  "R-pool4-views-eta0.3;cadr;$R eta=0.3 grad_pool=4 view_augment=true"
+  "R-pool4-views-eta0.6-cov1;cadr;$R eta=0.6 grad_pool=4 view_augment=true coverage_threshold=1.0"
+  "R-pool4-cov1;cadr;$R eta=0.3 grad_pool=4 coverage_threshold=1.0"
+  "R-pool4-views-eta0.6-frac0.7;cadr;$R eta=0.6 grad_pool=4 view_augment=true guided_fraction=0.7"
+  "X0C-inner5;x0;$C inner_steps=5" "X0C-step0.5;x0;$C x0_step=0.5" "X0C-pool7;x0;$C grad_pool=7"
+  "X0C-views;x0;$C view_augment=true" "X0C-frac0.7;x0;$C guided_fraction=0.7" "X0C-early;x0;$C t_window=[0.5,1.0]"
+  "X0C-bn0;x0;$C bn_weight=0" "X0C-cov1;x0;$C coverage_threshold=1.0"
+  "X0C-bn0-views;x0;$C bn_weight=0 view_augment=true" "X0C-bn0-inner5;x0;$C bn_weight=0 inner_steps=5"
+  "X0C-bn0-pool7;x0;$C bn_weight=0 grad_pool=7" "X0C-bn0-frac0.7;x0;$C bn_weight=0 guided_fraction=0.7"
+  "X0C-bn0-step0.2;x0;$C bn_weight=0 x0_step=0.2"
+  "X0C-bn0-inner5-views;x0;$C bn_weight=0 inner_steps=5 view_augment=true"
+  "X0R-bn0;x0;$C bn_weight=0 clip_x0=false"
+  "R-pool4-views-eta0.3-bn0;cadr;$R eta=0.3 grad_pool=4 view_augment=true bn_weight=0"
+  "R-pool4-views-eta0.3-bn3;cadr;$R eta=0.3 grad_pool=4 view_augment=true bn_weight=3"
+  "R-pool2-views-eta0.3;cadr;$R eta=0.3 grad_pool=2 view_augment=true"
+  "X0C-bn0-pool2;x0;$C bn_weight=0 grad_pool=2" "X0C-bn0-inner5-pool7;x0;$C bn_weight=0 inner_steps=5 grad_pool=7"
+)
+mkdir -p runs/pilot
+for spec in "${PILOTS[@]}"; do
+  IFS=';' read -r name method sets <<< "$spec"
+  if [ $# -gt 0 ] && [[ ! " $* " == *" $name "* ]]; then continue; fi
+  extra=(); for kv in $sets; do extra+=(--set "fast_ad.$kv"); done
+  while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do sleep 1; done
+  # shellcheck disable=SC2086
+  $FASTAD bench --settings out-of-domain --comparisons images --seeds $SEEDS --sweep-seeds $SEEDS \
+    --methods "$method" "${extra[@]}" --set run.device="$DEVICE" --set run.threads=1 \
+    --out "runs/pilot/$name" > "runs/pilot/$name.log" 2>&1 &
+done
+wait
