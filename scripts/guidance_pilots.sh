@@ -45,6 +45,12 @@ PILOTS=(  # name;method;fast_ad overrides (later ones win)
   "R-pool4-views-eta0.3-bn3;cadr;$R eta=0.3 grad_pool=4 view_augment=true bn_weight=3"
   "R-pool2-views-eta0.3;cadr;$R eta=0.3 grad_pool=2 view_augment=true"
   "X0C-bn0-pool2;x0;$C bn_weight=0 grad_pool=2" "X0C-bn0-inner5-pool7;x0;$C bn_weight=0 inner_steps=5 grad_pool=7"
+  # On the 2-core CPU (device cpu), after the H100 time was spent: clamp for the guided samples only.
+  "X0C-bn0-plainnoclip;x0;$C bn_weight=0 clip_x0=false clip_x0_guided=true"
+  "X0C-bn0-frac0.7-plainnoclip;x0;$C bn_weight=0 guided_fraction=0.7 clip_x0=false clip_x0_guided=true"
+  "R-pool4-views-eta0.3-adv1;cadr;$R eta=0.3 grad_pool=4 view_augment=true beta_adv=1.0"
+  "R-pool4-views-eta0.3-adv3;cadr;$R eta=0.3 grad_pool=4 view_augment=true beta_adv=3.0"
+  "T-pool4-views-eta0.3;routed-lowpass-target;"
 )
 mkdir -p runs/pilot
 for spec in "${PILOTS[@]}"; do

@@ -53,9 +53,18 @@ def test_train_teacher_then_evaluate(tiny_fmnist, tmp_path, capsys):
 
     report = tmp_path / "eval.json"
     rc, stdout, err = run_cli(["evaluate", "--checkpoint", out / "teacher.safetensors", "--root", tiny_fmnist,
-                               "--json", report, "--teacher", out / "teacher.safetensors"], capsys)
+                               "--json", report, "--teacher", out / "teacher.safetensors",
+                               "--confusion", tmp_path / "confusion.png"], capsys)
     assert rc == 0, err
     r = json.loads(report.read_text())
+    # Rows of the confusion matrix are the true classes: their sums are the class counts, the diagonal
+    # over the row is the per-class accuracy.
+    cm = r["confusion"]
+    assert sum(map(sum, cm)) == r["num_images"]
+    for c, row in enumerate(cm):
+        if sum(row):
+            assert 100 * row[c] / sum(row) == pytest.approx(r["per_class"][c])
+    assert (tmp_path / "confusion.png").stat().st_size > 5_000 and "most often mistaken for" in stdout
     assert r["top1"] == pytest.approx(summary["test_top1"], abs=1e-6)  # evaluate reproduces training's number
     assert r["agreement"] == 100.0 and len(r["per_class"]) == 10 and "top5" in r
     assert "top-1" in stdout and "Ankle boot" in stdout

@@ -243,7 +243,7 @@ def test_guidance_variants_end_to_end(assets, tmp_path, capsys):
     extra = ["--guidance", "fixed", "--set", "fast_ad.rule=x0", "--set", "fast_ad.inner_steps=2",
              "--set", "fast_ad.recurrence=1", "--set", "fast_ad.t_window=[0.2, 1.0]",
              "--set", "fast_ad.guided_fraction=0.5", "--set", "fast_ad.strength_ref_steps=1",
-             "--set", "fast_ad.bn_weight=3"]
+             "--set", "fast_ad.bn_weight=3", "--set", "fast_ad.grad_pool=4"]
     rc, _, err = run_cli(distill_args(assets, out, *extra, rounds=2), capsys)
     assert rc == 0, err
     summary = json.loads((out / "summary.json").read_text())

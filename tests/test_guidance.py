@@ -437,3 +437,20 @@ def test_grad_pool_makes_the_correction_coarse(teacher: nn.Module, rule: str) ->
     with torch.no_grad():
         ce = [F.cross_entropy(teacher(VIEW(v)), y).item() for v in (x0, x0 + step)]
     assert ce[1] < ce[0]
+
+
+def test_target_gate_pushes_by_the_teachers_distance_from_the_target(teacher: nn.Module) -> None:
+    """gate 'target': lam = lambda_max * (1 - p_teacher(y)) at the preview, per sample (Eq. 5 gates on entropy)."""
+    x_t, y, eps_fn = _inputs()
+    eps = eps_fn(x_t, _t(400))
+    stats = GuidanceStats()
+    cfg = CADRConfig(gate="target", lambda_max=1.5, eta=0.1, xi=1e-12)
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, cfg, view=VIEW, stats=stats) as guided:
+        d = guided(x_t, _t(400)) - eps
+    with torch.no_grad():
+        p_y = F.softmax(teacher(VIEW(_preview(x_t, eps, 400))), dim=1)[torch.arange(B), y]
+    lam = 1.5 * (1 - p_y)
+    assert stats.steps[0]["gate_mean"] == pytest.approx(lam.mean().item(), rel=1e-5)
+    # |eps_tilde - eps| = sqrt(1 - abar_t) * lam * eta * ||x_t||, sample by sample.
+    expected = (1 - ABAR[400]).sqrt().float() * lam * 0.1 * x_t.flatten(1).norm(dim=1)
+    torch.testing.assert_close(d.flatten(1).norm(dim=1), expected, rtol=1e-4, atol=1e-6)

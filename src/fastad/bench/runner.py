@@ -54,6 +54,10 @@ METHOD_SETS: dict[str, list[str]] = {
     "cadr-routed-lowpass": [*_DIFFUSION, "fast_ad.guidance=cadr", "fast_ad.clip_x0=false",
                             "fast_ad.guide_classes=uncovered", "fast_ad.guided_fraction=0.5", "fast_ad.eta=0.3",
                             "fast_ad.grad_pool=4", "fast_ad.view_augment=true"],
+    # The x0 rule (clamp on, no BN term), routed, with the low-pass gradient and steps of RMS 0.3 per pixel:
+    # the pilots' best overall out of domain (docs/guidance.md, "Pilots").
+    "x0-routed-lowpass": [*_X0, "fast_ad.guide_classes=uncovered", "fast_ad.guided_fraction=0.5", "fast_ad.grad_pool=4",
+                          "fast_ad.x0_step=0.3", "fast_ad.bn_weight=0"],
 }
 # One lever at a time, measured at equal images only (the sweep): the preview clamp, eta, routing,
 # DDIM steps, the step-count strength scaling, recurrence, mixing, the t window, the BN weight and
@@ -70,11 +74,10 @@ SWEEP_SETS: dict[str, list[str]] = {
     "x0-late": [*_X0, "fast_ad.t_window=[0.0,0.5]"],
     "x0-bn0": [*_X0, "fast_ad.bn_weight=0"],
     "x0-adv": [*_X0, "fast_ad.beta_adv=1.0"],
-    # The two levers of cadr-routed-lowpass one at a time, and the x0 rule routed with the low-pass gradient.
+    # The two levers of cadr-routed-lowpass one at a time, and its gate replaced by the target gate.
     "routed-lowpass-noviews": [*METHOD_SETS["cadr-routed"], "fast_ad.grad_pool=4"],
     "routed-views": [*METHOD_SETS["cadr-routed"], "fast_ad.view_augment=true"],
-    "x0-routed-lowpass": [*_X0, "fast_ad.guide_classes=uncovered", "fast_ad.guided_fraction=0.5", "fast_ad.grad_pool=4",
-                          "fast_ad.x0_step=0.3", "fast_ad.bn_weight=0"],
+    "routed-lowpass-target": [*METHOD_SETS["cadr-routed-lowpass"], "fast_ad.guidance=target"],
 }
 ALL_SETS = {**METHOD_SETS, **SWEEP_SETS}
 REFERENCES = ("teacher", "real-kd")

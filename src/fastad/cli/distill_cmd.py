@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                  "teacher and prior (configs/fashion_mnist.yaml)")
     p.add_argument("--teacher", metavar="FILE", help="teacher checkpoint (distillation.teacher_checkpoint)")
     p.add_argument("--prior", metavar="DIR", help="diffusers-format prior folder (distillation.diffusion_checkpoint)")
-    p.add_argument("--guidance", choices=("cadr", "fixed", "none"), help="guidance mode (fast_ad.guidance)")
+    p.add_argument("--guidance", choices=("cadr", "fixed", "target", "none"), help="guidance mode (fast_ad.guidance)")
     p.add_argument("--save-images", choices=("png", "npz"), help="export every synthesised image (distillation.save_images)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt (with --epochs: extend it)")
     p.set_defaults(run=run)

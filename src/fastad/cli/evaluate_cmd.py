@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", help="zoo architecture, for checkpoints without fastad metadata")
     p.add_argument("--num-classes", type=int, help="classes, for checkpoints without fastad metadata")
     p.add_argument("--teacher", metavar="FILE", help="also report the share of images where both predict the same class")
-    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON (with the confusion matrix)")
+    p.add_argument("--confusion", metavar="PNG", help="save the row-normalised confusion matrix as a picture")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(run=run)
@@ -48,7 +49,7 @@ def load_for_dataset(path: str, ds_info, *, arch=None, num_classes=None, device=
 def run(args: argparse.Namespace) -> None:
     from fastad.data import load_dataset
     from fastad.models import read_classifier_meta
-    from fastad.train.evaluate import accuracy_report, predict
+    from fastad.train.evaluate import accuracy_report, plot_confusion, predict
     from fastad.utils.runtime import resolve_device
 
     device = resolve_device(args.device)
@@ -73,6 +74,10 @@ def run(args: argparse.Namespace) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
+    if args.confusion:
+        plot_confusion(report["confusion"], report["class_names"], args.confusion,
+                       title=f"{Path(args.checkpoint).name} on {ds.info.name} {args.split}")
+        print(f"wrote {args.confusion}")
 
 
 def format_report(r: dict) -> str:
@@ -82,8 +87,12 @@ def format_report(r: dict) -> str:
         lines.append(f"  top-5      {r['top5']:6.2f}%")
     if "agreement" in r:
         lines.append(f"  agreement  {r['agreement']:6.2f}%  (same prediction as the teacher)")
-    width = max(len(n) for n in r["class_names"])
-    lines.append(f"  {'class':<{width}}  top-1")
-    for name, acc in zip(r["class_names"], r["per_class"]):
-        lines.append(f"  {name:<{width}}  " + ("   n/a" if math.isnan(acc) else f"{acc:6.2f}%"))
+    names = r["class_names"]
+    width = max(len(n) for n in names)
+    lines.append(f"  {'class':<{width}}  top-1    most often mistaken for")
+    for c, (name, acc) in enumerate(zip(names, r["per_class"])):
+        row = r["confusion"][c]
+        wrong = max((j for j in range(len(row)) if j != c), key=lambda j: row[j], default=None)
+        mistaken = f"   {names[wrong]} ({100 * row[wrong] / sum(row):.1f}%)" if wrong is not None and row[wrong] else ""
+        lines.append(f"  {name:<{width}}  " + ("   n/a " if math.isnan(acc) else f"{acc:6.2f}%") + mistaken)
     return "\n".join(lines)

@@ -95,8 +95,9 @@ class FastADConfig:
     xi: float = option(1e-6, "stabiliser of the per-sample gradient norm (Eq. 6)", gt=0)
     gamma: float = option(1.0, "weight of the teacher's cross-entropy in the guidance loss", ge=0)
     T: int = option(1000, "training timesteps of the prior's noise schedule", ge=1)
-    guidance: str = option("cadr", "'cadr' (entropy-gated, the paper), 'fixed' (lam = lambda_max, no gate) or "
-                           "'none' (unguided DDIM, teacher-labelled KD)", choices=("cadr", "fixed", "none"))
+    guidance: str = option("cadr", "'cadr' (entropy-gated, the paper), 'fixed' (lam = lambda_max, no gate), "
+                           "'target' (lam = lambda_max * (1 - teacher's probability of the target class)) or "
+                           "'none' (unguided DDIM, teacher-labelled KD)", choices=("cadr", "fixed", "target", "none"))
     grad_mode: str = option("tweedie", "guidance gradient: 'tweedie' (eps held constant) or 'full' (through the UNet)",
                             choices=("tweedie", "full"))
     beta_adv: float = option(0.0, "weight of the adversarial term (-KL teacher||student on the preview)", ge=0)
@@ -104,6 +105,8 @@ class FastADConfig:
     timestep_spacing: str = option("leading", "DDIM timestep spacing (as diffusers)",
                                    choices=("leading", "trailing", "linspace"))
     clip_x0: bool = option(False, "clamp the DDIM preview x0_hat to [-1, 1] in the update (diffusers clip_sample)")
+    clip_x0_guided: bool | None = option(None, "the preview clamp for guided samples only; null = as clip_x0 "
+                                         "(plain samples always follow clip_x0)")
     view_augment: bool = option(False, "differentiable random crop/flip of the preview inside the guidance "
                                 "(the teacher's view); the flip only where the dataset suits it")
     # Guidance variants beyond the paper (docs/guidance.md); the defaults above and below reproduce it.

@@ -282,7 +282,7 @@ def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, stu
                                         crop_padding=info.crop_padding, flip=info.flip, device=device)
     cadr = CADRConfig(lambda_max=f.lambda_max, eta=f.eta, tau_ent=f.tau_ent, k_sigmoid=f.k_sigmoid, xi=f.xi,
                       gamma=f.gamma, beta_adv=f.beta_adv, grad_mode=f.grad_mode,
-                      gate="fixed" if f.guidance == "fixed" else "cadr", bn_weight=f.bn_weight, rule=f.rule,
+                      gate=f.guidance if f.guidance in ("fixed", "target") else "cadr", bn_weight=f.bn_weight, rule=f.rule,
                       t_window=tuple(f.t_window), inner_steps=f.inner_steps, x0_step=f.x0_step, grad_pool=f.grad_pool,
                       step_scale=f.ddim_steps / f.strength_ref_steps if f.strength_ref_steps else 1.0)
     norm = normalizer(mean, std)
@@ -290,6 +290,7 @@ def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, stu
                      flip=info.flip and f.view_augment, generator=gen)
     return Synthesizer(prior, teacher, guidance=f.guidance, cadr=cadr, view=view,
                        num_steps=f.ddim_steps, spacing=f.timestep_spacing, ddim_eta=f.ddim_eta, clip_x0=f.clip_x0,
+                       clip_x0_guided=f.clip_x0_guided,
                        provider=conditioning_provider(d.conditioning, prior), device=device,
                        student=student if f.beta_adv > 0 else None, recurrence=f.recurrence,
                        guided_fraction=f.guided_fraction, guide_classes=f.guide_classes,

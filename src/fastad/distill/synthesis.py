@@ -100,11 +100,12 @@ class Synthesizer:
         num_steps: int, spacing: str, ddim_eta: float, clip_x0: bool, provider: ConditioningProvider,
         device: torch.device, student: nn.Module | None = None, recurrence: int = 0, guided_fraction: float = 1.0,
         guide_classes: str = "all", coverage_threshold: float = 0.5, num_classes: int = 0,
-        classify: Callable[[Tensor], Tensor] | None = None,
+        classify: Callable[[Tensor], Tensor] | None = None, clip_x0_guided: bool | None = None,
     ) -> None:
         self.prior, self.teacher, self.guidance, self.cadr, self.view = prior, teacher, guidance, cadr, view
         self.provider, self.device, self.student = provider, device, student
         self.ddim_eta, self.clip_x0 = ddim_eta, clip_x0
+        self.clip_x0_guided = clip_x0 if clip_x0_guided is None else clip_x0_guided
         self.recurrence, self.guided_fraction = recurrence, guided_fraction
         if guide_classes not in ("all", "uncovered"):
             raise UserError(f"guide_classes={guide_classes!r} is not allowed; choose all or uncovered")
@@ -171,6 +172,6 @@ class Synthesizer:
         with make_cadr_eps_fn(eps_fn, self.teacher, labels, self.prior.alphas_cumprod, self.cadr, view=self.view,
                               student=self.student, stats=self.stats) as guided:
             return ddim_sample(guided, x_T, self.prior.alphas_cumprod, self.timesteps, ddim_eta=self.ddim_eta,
-                               generator=generator, clip_x0=self.clip_x0,
+                               generator=generator, clip_x0=self.clip_x0_guided,
                                x0_fn=guided.correct_x0 if self.cadr.rule == "x0" else None,
                                recurrence=self.recurrence, recur_if=guided.active)

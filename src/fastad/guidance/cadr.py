@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 GRAD_MODES = ("tweedie", "full")
-GATES = ("cadr", "fixed")
+GATES = ("cadr", "fixed", "target")
 RULES = ("eps", "x0")
 
 #: ``eps_fn(x_t [B, C, H, W], t [B] long) -> eps [B, C, H, W]``
@@ -64,7 +64,8 @@ class CADRConfig:
     gamma: float = 1.0  # weight of the teacher's cross-entropy in the guidance loss
     beta_adv: float = 0.0  # weight of L_adv = -KL(teacher || student); > 0 needs a student
     grad_mode: str = "tweedie"  # "tweedie": eps held constant; "full": back-propagate through eps_fn too
-    gate: str = "cadr"  # "cadr": entropy sigmoid gate (Eq. 5); "fixed": lam = lambda_max (ablation)
+    gate: str = "cadr"  # "cadr": entropy sigmoid gate (Eq. 5); "fixed": lam = lambda_max (ablation);
+    # "target": lam = lambda_max * (1 - p_teacher(target)), strong where the teacher rejects the target
     # Variants beyond the paper (docs/guidance.md); the defaults reproduce the paper exactly.
     bn_weight: float = 1.0  # weight of L_BN in the guidance loss
     rule: str = "eps"  # "eps": rectify the noise (Eq. 8); "x0": step the preview itself, eps kept (MPGD-style)
@@ -249,6 +250,10 @@ class CADREpsFn:
             self._labels_checked = True
         H = entropy_nats(z.detach())  # [B], nats
         lam = cadr_gate(H, cfg)  # 4. Gate (Eq. 5): lam [B].
+        if cfg.gate == "target":
+            # Eq. 5 gates on how sure the teacher is, not on whether it sees the target: a confident wrong
+            # class (low H) gets little push. This gate pushes by how far the teacher is from the target.
+            lam = cfg.lambda_max * (1 - F.softmax(z.detach(), dim=1).gather(1, y.view(-1, 1)).squeeze(1))
         # 5. Guidance loss L = bn_weight * L_BN + gamma * CE(z, y) [+ beta_adv * L_adv], per-sample terms.
         ce = F.cross_entropy(z, y, reduction="none")  # [B]
         per_sample = cfg.gamma * ce

@@ -41,7 +41,8 @@ def predict(
 def accuracy_report(
     logits: torch.Tensor, labels: torch.Tensor, *, num_classes: int, teacher_logits: torch.Tensor | None = None
 ) -> dict:
-    """top1/top5 (percent; top5 only with >= 5 classes), per_class list, and agreement with a teacher."""
+    """top1/top5 (percent; top5 only with >= 5 classes), per_class list, the confusion matrix (counts, rows
+    = true class, columns = prediction), and agreement with a teacher."""
     pred = logits.argmax(1)
     report: dict = {"num_images": int(labels.numel()), "top1": 100.0 * (pred == labels).float().mean().item()}
     if logits.shape[1] >= 5:
@@ -53,6 +54,37 @@ def accuracy_report(
         n = int(mask.sum())
         per_class.append(100.0 * (pred[mask] == c).float().mean().item() if n else float("nan"))
     report["per_class"] = per_class
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    confusion.index_put_((labels.long().cpu(), pred.cpu()), torch.ones_like(pred.cpu()), accumulate=True)
+    report["confusion"] = confusion.tolist()
     if teacher_logits is not None:
         report["agreement"] = 100.0 * (teacher_logits.argmax(1) == pred).float().mean().item()
     return report
+
+
+def plot_confusion(confusion: list[list[int]], class_names: list[str], path: str, *, title: str = "") -> None:
+    """A row-normalised confusion matrix (percent of each true class) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = torch.tensor(confusion, dtype=torch.float64)
+    pct = (100 * m / m.sum(1, keepdim=True).clamp(min=1)).numpy()
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(0.55 * k + 2.5, 0.55 * k + 2))
+    ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
+    if k <= 20:  # numbers are legible up to about 20 classes
+        for i in range(k):
+            for j in range(k):
+                if pct[i, j] >= 0.5:
+                    ax.text(j, i, f"{pct[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if pct[i, j] > 50 else "black")
+    ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(k), class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true class (row: % of its images)")
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
