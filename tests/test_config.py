@@ -39,14 +39,16 @@ def test_paper_defaults_stay_available():
     measured recipe keys, and its comment's flags restore the paper's recipe exactly."""
     from fastad.config.schema import FastADConfig
 
-    paper = (1.5, 0.1, 0.4, 10.0, 1e-6, 1.0, 1000, "cadr", "all", 1.0)
+    paper = (1.5, 0.1, 0.4, 10.0, 1e-6, 1.0, 1000, "cadr", "all", 1.0, 1, False)
     key = lambda f: (f.lambda_max, f.eta, f.tau_ent, f.k_sigmoid, f.xi, f.gamma, f.T, f.guidance,  # noqa: E731
-                     f.guide_classes, f.guided_fraction)
+                     f.guide_classes, f.guided_fraction, f.grad_pool, f.view_augment)
     assert key(FastADConfig()) == paper
     path = REPO / "configs" / "cifar100_resnet34_resnet18.yaml"
     shipped = load_config(path).fast_ad
-    assert (shipped.guide_classes, shipped.guided_fraction, shipped.eta, shipped.clip_x0) == ("uncovered", 0.5, 0.3, False)
-    restored = load_config(path, ["fast_ad.guide_classes=all", "fast_ad.guided_fraction=1.0", "fast_ad.eta=0.1"]).fast_ad
+    assert (shipped.guide_classes, shipped.guided_fraction, shipped.eta, shipped.clip_x0, shipped.grad_pool,
+            shipped.view_augment) == ("uncovered", 0.5, 0.3, False, 4, True)
+    restored = load_config(path, ["fast_ad.guide_classes=all", "fast_ad.guided_fraction=1.0", "fast_ad.eta=0.1",
+                                  "fast_ad.grad_pool=1", "fast_ad.view_augment=false"]).fast_ad
     assert key(restored) == paper and restored.ddim_steps == 50
 
 
