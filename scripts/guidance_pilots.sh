@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The pilots that chose cadr-routed-lowpass (docs/guidance.md, "Pilots"): out-of-domain setting,
+# The pilots that chose cadr-routed-lowpass and x0-routed-lowpass (docs/guidance.md, "Pilots"): out-of-domain setting,
 # equal images, held-out seeds 10-14 (the bench reports seeds 0-2), one `fastad bench` per pilot,
 # PARALLEL at a time. They ran on an H100 (device cuda, about 2 minutes per batch of 12 pilots);
 # on a 2-core CPU each run takes about a minute of one core.

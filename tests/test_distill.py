@@ -272,6 +272,17 @@ def test_guided_fraction_leaves_the_rest_plain_ddim(assets):
     torch.testing.assert_close(mixed[4:], plain[4:], atol=1e-5, rtol=0)
     assert not torch.allclose(mixed[:4], plain[:4], atol=1e-3)
 
+    # clip_x0_guided: the guided half follows it, the plain half follows clip_x0.
+    def make_clip(clip_x0, clip_x0_guided=None):
+        return Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(gate="fixed", lambda_max=3.0),
+                           view=make_view(FMNIST_MEAN, FMNIST_STD), num_steps=3, spacing="leading", ddim_eta=0.0,
+                           clip_x0=clip_x0, clip_x0_guided=clip_x0_guided, provider=unconditional,
+                           device=torch.device("cpu"), guided_fraction=0.5)(labels, generator=torch.Generator().manual_seed(0))
+    split, clipped, unclipped = make_clip(False, True), make_clip(True), make_clip(False)
+    torch.testing.assert_close(split[:4], clipped[:4], atol=1e-5, rtol=0)
+    torch.testing.assert_close(split[4:], unclipped[4:], atol=1e-5, rtol=0)
+    assert not torch.allclose(clipped, unclipped, atol=1e-3)
+
 
 def test_lr_schedule_ends_with_the_budget():
     """Under max_seconds the schedule's position is the budget share spent (if ahead of the rounds)."""

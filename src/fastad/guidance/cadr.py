@@ -249,11 +249,12 @@ class CADREpsFn:
                 raise UserError(f"labels must lie in [0, {z.shape[1]}) for this teacher")
             self._labels_checked = True
         H = entropy_nats(z.detach())  # [B], nats
-        lam = cadr_gate(H, cfg)  # 4. Gate (Eq. 5): lam [B].
+        # 4. Gate: lam [B]. Eq. 5 gates on how sure the teacher is, not on whether it sees the target (a
+        #    confidently wrong class, low H, gets little push); "target" pushes by the distance from the target.
         if cfg.gate == "target":
-            # Eq. 5 gates on how sure the teacher is, not on whether it sees the target: a confident wrong
-            # class (low H) gets little push. This gate pushes by how far the teacher is from the target.
             lam = cfg.lambda_max * (1 - F.softmax(z.detach(), dim=1).gather(1, y.view(-1, 1)).squeeze(1))
+        else:
+            lam = cadr_gate(H, cfg)
         # 5. Guidance loss L = bn_weight * L_BN + gamma * CE(z, y) [+ beta_adv * L_adv], per-sample terms.
         ce = F.cross_entropy(z, y, reduction="none")  # [B]
         per_sample = cfg.gamma * ce
