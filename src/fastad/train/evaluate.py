@@ -48,14 +48,11 @@ def accuracy_report(
     if logits.shape[1] >= 5:
         top5 = logits.topk(5, dim=1).indices
         report["top5"] = 100.0 * (top5 == labels[:, None]).any(1).float().mean().item()
-    per_class = []
-    for c in range(num_classes):
-        mask = labels == c
-        n = int(mask.sum())
-        per_class.append(100.0 * (pred[mask] == c).float().mean().item() if n else float("nan"))
-    report["per_class"] = per_class
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     confusion.index_put_((labels.long().cpu(), pred.cpu()), torch.ones_like(pred.cpu()), accumulate=True)
+    # Per-class top-1 is the diagonal over the row (float32, as a mean of hits would be); nan for absent classes.
+    hits, counts = confusion.diagonal().float(), confusion.sum(1).float()
+    report["per_class"] = [100.0 * (h / n).item() if n else float("nan") for h, n in zip(hits, counts)]
     report["confusion"] = confusion.tolist()
     if teacher_logits is not None:
         report["agreement"] = 100.0 * (teacher_logits.argmax(1) == pred).float().mean().item()
