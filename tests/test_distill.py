@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from fastad.cli.main import main
+from fastad.errors import UserError
+from fastad.train.evaluate import normalizer
 from fastad.diffusion import build_unet, save_prior
 from fastad.models import create_model, save_classifier
 
@@ -209,6 +211,24 @@ def test_embedded_default_with_shipped_models(tmp_path, capsys, monkeypatch):
     assert summary["wall_seconds"] > 0
 
 
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Fashion-MNIST not installed")
+def test_prior_without_config_swaps_it_into_the_embedded_default(tmp_path, capsys, monkeypatch):
+    """--prior with no --config: the embedded default with that prior and the shipped teacher."""
+    from fastad.cli.common import REPO
+
+    monkeypatch.chdir(tmp_path)
+    prior = REPO / "models" / "fmnist_prior_50k60k_classes0-4"
+    out = tmp_path / "run"
+    rc, stdout, err = run_cli(["distill", "--prior", prior, "--epochs", "1", "--out", out,
+                               "--set", "distillation.synthesis_batch_size=4", "--set", "distillation.train_iterations=1",
+                               "--set", "fast_ad.ddim_steps=1", "--set", "distillation.evaluate_teacher=false",
+                               "--set", "logging.progress=false", "--set", "logging.tensorboard=false"], capsys)
+    assert rc == 0, err
+    assert "your prior and the shipped teacher" in stdout
+    saved = (out / "config.yaml").read_text()
+    assert f"diffusion_checkpoint: {prior}" in saved and "fmnist_teacher_resnet20" in saved
+
+
 def test_deepinversion_synthesizer_end_to_end(assets, tmp_path, capsys):
     """``distillation.synthesizer=deepinversion`` needs no prior: pixels optimised from noise."""
     out = tmp_path / "di"
@@ -282,6 +302,41 @@ def test_guided_fraction_leaves_the_rest_plain_ddim(assets):
     torch.testing.assert_close(split[:4], clipped[:4], atol=1e-5, rtol=0)
     torch.testing.assert_close(split[4:], unclipped[4:], atol=1e-5, rtol=0)
     assert not torch.allclose(clipped, unclipped, atol=1e-3)
+
+
+def test_candidates_keep_the_sample_the_teacher_likes_best(assets):
+    """candidates 3: three guided samples per target from the batch's noise and two more draws; each
+    target keeps the one with the highest teacher probability of the target."""
+    from fastad.diffusion import load_prior
+    from fastad.distill.synthesis import Synthesizer, unconditional
+    from fastad.guidance import CADRConfig, make_view
+
+    prior = load_prior(assets["prior"])
+    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval().requires_grad_(False)
+    norm = normalizer(FMNIST_MEAN, FMNIST_STD)
+    classify = lambda x: teacher(norm((x + 1) / 2))  # noqa: E731
+    labels = torch.tensor([1, 3, 5, 7])
+
+    def make(n):
+        return Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(gate="fixed", lambda_max=3.0),
+                           view=make_view(FMNIST_MEAN, FMNIST_STD), num_steps=2, spacing="leading", ddim_eta=0.0,
+                           clip_x0=True, provider=unconditional, device=torch.device("cpu"), classify=classify,
+                           candidates=n)
+
+    best = make(3)(labels, generator=torch.Generator().manual_seed(0))
+    # The same three candidates: the batch of 12 the synthesizer guides at once (L_BN is a batch statistic).
+    gen = torch.Generator().manual_seed(0)
+    x_T = torch.randn((4, *prior.sample_shape), generator=gen)
+    x_T = torch.cat([x_T, torch.randn((8, *prior.sample_shape), generator=gen)])
+    all12 = make(1)._guided(x_T, labels.repeat(3), torch.Generator().manual_seed(1)).clamp(-1, 1)
+    with torch.no_grad():
+        p = classify(all12).softmax(1).gather(1, labels.repeat(3).view(-1, 1)).view(3, 4)
+    expected = all12.view(3, 4, *all12.shape[1:])[p.argmax(0), torch.arange(4)]
+    torch.testing.assert_close(best, expected, atol=1e-5, rtol=0)
+    with pytest.raises(UserError, match="candidates"):
+        Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(), view=make_view(FMNIST_MEAN, FMNIST_STD),
+                    num_steps=2, spacing="leading", ddim_eta=0.0, clip_x0=True, provider=unconditional,
+                    device=torch.device("cpu"), candidates=2)
 
 
 def test_lr_schedule_ends_with_the_budget():

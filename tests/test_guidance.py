@@ -320,7 +320,7 @@ def test_with_ddim_sample_and_stats_summary(teacher: nn.Module) -> None:
     ({"t_window": (0.6, 0.2)}, "t_window"), ({"t_window": (0.0, 1.5)}, "t_window"), ({"inner_steps": 0}, "inner_steps"),
     ({"inner_steps": 3}, "inner_steps"), ({"rule": "x0", "grad_mode": "full"}, "grad_mode"), ({"rule": "dps"}, "rule"),
     ({"bn_weight": -1.0}, "bn_weight"), ({"step_scale": 0.0}, "step_scale"), ({"grad_pool": 0}, "grad_pool"),
-    ({"grad_pool": 2.5}, "grad_pool"),
+    ({"grad_pool": 2.5}, "grad_pool"), ({"smooth_samples": 0}, "smooth_samples"), ({"smooth_sigma": -0.1}, "smooth_sigma"),
 ])
 def test_variant_config_values_raise_user_error(kwargs: dict, needle: str) -> None:
     with pytest.raises(UserError, match=needle) as e:
@@ -454,3 +454,32 @@ def test_target_gate_pushes_by_the_teachers_distance_from_the_target(teacher: nn
     # |eps_tilde - eps| = sqrt(1 - abar_t) * lam * eta * ||x_t||, sample by sample.
     expected = (1 - ABAR[400]).sqrt().float() * lam * 0.1 * x_t.flatten(1).norm(dim=1)
     torch.testing.assert_close(d.flatten(1).norm(dim=1), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_smoothing_averages_the_teachers_loss_over_noisy_copies(teacher: nn.Module) -> None:
+    """smooth_samples n, smooth_sigma s: the CE is the mean over n copies of the preview plus N(0, s^2) noise
+    (drawn from the given generator), the gate and stats use the copies' mean probability."""
+    x_t, y, eps_fn = _inputs()
+    eps = eps_fn(x_t, _t(400))
+    x0 = _preview(x_t, eps, 400)
+    cfg = CADRConfig(gate="fixed", smooth_samples=3, smooth_sigma=0.5, bn_weight=0.0)
+    stats = GuidanceStats()
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, cfg, view=VIEW, stats=stats,
+                          generator=torch.Generator().manual_seed(7)) as guided:
+        smoothed = guided(x_t, _t(400))
+    noise = torch.randn((3 * B, *x0.shape[1:]), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        z = teacher(VIEW(x0.repeat(3, 1, 1, 1) + 0.5 * noise))
+        ce = F.cross_entropy(z, y.repeat(3), reduction="none").view(3, B).mean(0)
+        p = F.softmax(z, 1).view(3, B, -1).mean(0)
+    assert stats.steps[0]["ce"] == pytest.approx(ce.mean().item(), rel=1e-5)
+    assert stats.steps[0]["preview_acc"] == pytest.approx((p.argmax(1) == y).float().mean().item())
+    # Same generator seed, same result; without noise the direction differs.
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, cfg, view=VIEW, generator=torch.Generator().manual_seed(7)) as g2:
+        torch.testing.assert_close(g2(x_t, _t(400)), smoothed)
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, CADRConfig(gate="fixed", bn_weight=0.0), view=VIEW) as plain:
+        assert not torch.allclose(plain(x_t, _t(400)), smoothed, atol=1e-4)
+    # One copy without noise is the unsmoothed guidance exactly.
+    with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, CADRConfig(gate="fixed", smooth_samples=1), view=VIEW) as one, \
+            make_cadr_eps_fn(eps_fn, teacher, y, ABAR, CADRConfig(gate="fixed"), view=VIEW) as base:
+        assert torch.equal(one(x_t, _t(400)), base(x_t, _t(400)))

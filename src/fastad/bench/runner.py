@@ -58,6 +58,11 @@ METHOD_SETS: dict[str, list[str]] = {
     # the pilots' best overall out of domain (docs/guidance.md, "Pilots").
     "x0-routed-lowpass": [*_X0, "fast_ad.guide_classes=uncovered", "fast_ad.guided_fraction=0.5", "fast_ad.grad_pool=4",
                           "fast_ad.x0_step=0.3", "fast_ad.bn_weight=0"],
+    # x0-routed-lowpass with one step per timestep on a randomised-smoothing teacher (its loss averaged over
+    # 4 copies of the preview with N(0, 0.6^2) noise): the best of the session-4 pilots on seeds 10-14.
+    "x0-routed-smooth": [*_X0, "fast_ad.guide_classes=uncovered", "fast_ad.guided_fraction=0.5", "fast_ad.grad_pool=4",
+                         "fast_ad.x0_step=0.3", "fast_ad.bn_weight=0", "fast_ad.inner_steps=1",
+                         "fast_ad.smooth_samples=4", "fast_ad.smooth_sigma=0.6"],
 }
 # One lever at a time, measured at equal images only (the sweep): the preview clamp, eta, routing,
 # DDIM steps, the step-count strength scaling, recurrence, mixing, the t window, the BN weight and
@@ -78,6 +83,9 @@ SWEEP_SETS: dict[str, list[str]] = {
     "routed-lowpass-noviews": [*METHOD_SETS["cadr-routed"], "fast_ad.grad_pool=4"],
     "routed-views": [*METHOD_SETS["cadr-routed"], "fast_ad.view_augment=true"],
     "routed-lowpass-target": [*METHOD_SETS["cadr-routed-lowpass"], "fast_ad.guidance=target"],
+    # The smoothing lever alone: x0-routed-smooth without it, and cadr-routed-lowpass with it.
+    "x0-routed-smooth-nonoise": [*METHOD_SETS["x0-routed-smooth"], "fast_ad.smooth_samples=1", "fast_ad.smooth_sigma=0"],
+    "routed-lowpass-smooth": [*METHOD_SETS["cadr-routed-lowpass"], "fast_ad.smooth_samples=4", "fast_ad.smooth_sigma=0.6"],
 }
 ALL_SETS = {**METHOD_SETS, **SWEEP_SETS}
 REFERENCES = ("teacher", "real-kd")

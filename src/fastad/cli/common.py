@@ -63,9 +63,10 @@ REPO = Path(__file__).resolve().parents[3]
 EMBEDDED_CONFIG = REPO / "configs" / "fashion_mnist.yaml"
 
 
-def use_embedded_default(args: argparse.Namespace, command: str) -> None:
-    """No --config (and, for distill, no --teacher or --prior): run the embedded default, its shipped models found from any
-    working folder (--set and the common flags still apply)."""
+def use_embedded_default(args: argparse.Namespace, command: str, own: dict[str, str | None] | None = None) -> None:
+    """No --config: run the embedded default, its shipped models found from any working folder (--set and the
+    common flags still apply). ``own``: the models the user named instead (``{"teacher": path or None, "prior": ...}``);
+    they replace the shipped ones (the caller's --teacher / --prior overrides come after these)."""
     from fastad.config.loader import read_yaml
 
     if not EMBEDDED_CONFIG.is_file():
@@ -75,5 +76,8 @@ def use_embedded_default(args: argparse.Namespace, command: str) -> None:
     d = read_yaml(EMBEDDED_CONFIG)["distillation"]
     shipped = [f"distillation.{k}={REPO / d[k]}" for k in ("teacher_checkpoint", "diffusion_checkpoint")]
     args.set = shipped + list(args.set)  # the user's --set still wins
+    given = [name for name, path in (own or {}).items() if path]
+    models = " and ".join([*(f"your {n}" for n in given), *(f"the shipped {n}" for n in ("teacher", "prior")
+                                                              if n not in given)])
     print(f"fastad {command}: no --config, running the embedded default ({EMBEDDED_CONFIG.relative_to(REPO)} with "
-          f"the shipped teacher and prior)", flush=True)
+          f"{models})", flush=True)

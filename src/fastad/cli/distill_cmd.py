@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_flags(p, epochs_help="distillation rounds (distillation.epochs)")
     p.epilog += ("; with no --config it runs the embedded default: Fashion-MNIST with the shipped "
-                 "teacher and prior (configs/fashion_mnist.yaml)")
+                 "teacher and prior (configs/fashion_mnist.yaml), or with the --teacher / --prior given")
     p.add_argument("--teacher", metavar="FILE", help="teacher checkpoint (distillation.teacher_checkpoint)")
     p.add_argument("--prior", metavar="DIR", help="diffusers-format prior folder (distillation.diffusion_checkpoint)")
     p.add_argument("--guidance", choices=("cadr", "fixed", "target", "none"), help="guidance mode (fast_ad.guidance)")
@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> None:
         cfg, run_dir = resumed_config(args, "distill", extend_key="distillation.epochs", extend_flag="--epochs")
         summary = distill(cfg, run_dir, resume=True)
     else:
-        if not (args.config or args.teacher or args.prior):
-            use_embedded_default(args, "distill")
+        if not args.config:
+            use_embedded_default(args, "distill", own={"teacher": args.teacher, "prior": args.prior})
         flags = {"distillation.teacher_checkpoint": args.teacher, "distillation.diffusion_checkpoint": args.prior,
                  "fast_ad.guidance": args.guidance, "distillation.save_images": args.save_images}
         args.set = list(args.set) + [f"{k}={v}" for k, v in flags.items() if v]

@@ -123,6 +123,12 @@ class FastADConfig:
     bn_weight: float = option(1.0, "weight of the BatchNorm-statistics term L_BN in the guidance loss", ge=0)
     grad_pool: int = option(1, "average the guidance gradient over k x k pixel blocks before it is used (a "
                             "low-pass: coarse, shape-level changes instead of pixel textures); 1 = off", ge=1)
+    smooth_samples: int = option(1, "copies of the preview the guidance loss averages over, each with its own random "
+                                 "view and smoothing noise (expectation over transformations)", ge=1)
+    smooth_sigma: float = option(0.0, "std of Gaussian noise added to each copy before the teacher sees it (prior "
+                                 "space [-1, 1]): the gradient of a randomised-smoothing teacher; 0 = off", ge=0)
+    candidates: int = option(1, "best-of-n: guided samples drawn per target; the one with the highest teacher "
+                             "probability of the target is kept (n times the guided cost); 1 = off", ge=1)
     guided_fraction: float = option(1.0, "share of each round's images that are guided; the rest are plain "
                                     "DDIM samples (mixing guided and unguided images in the buffer)", ge=0, le=1)
     guide_classes: str = option("all", "which targets are guided: 'all' (guided_fraction of each batch) or "

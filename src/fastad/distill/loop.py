@@ -284,6 +284,7 @@ def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, stu
                       gamma=f.gamma, beta_adv=f.beta_adv, grad_mode=f.grad_mode,
                       gate=f.guidance if f.guidance in ("fixed", "target") else "cadr", bn_weight=f.bn_weight, rule=f.rule,
                       t_window=tuple(f.t_window), inner_steps=f.inner_steps, x0_step=f.x0_step, grad_pool=f.grad_pool,
+                      smooth_samples=f.smooth_samples, smooth_sigma=f.smooth_sigma,
                       step_scale=f.ddim_steps / f.strength_ref_steps if f.strength_ref_steps else 1.0)
     norm = normalizer(mean, std)
     view = make_view(mean, std, crop_padding=info.crop_padding if f.view_augment else 0,
@@ -294,7 +295,7 @@ def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, stu
                        provider=conditioning_provider(d.conditioning, prior), device=device,
                        student=student if f.beta_adv > 0 else None, recurrence=f.recurrence,
                        guided_fraction=f.guided_fraction, guide_classes=f.guide_classes,
-                       coverage_threshold=f.coverage_threshold, num_classes=d.num_classes,
+                       coverage_threshold=f.coverage_threshold, num_classes=d.num_classes, candidates=f.candidates,
                        classify=lambda x: teacher(norm((x + 1) / 2)))
 
 

@@ -92,7 +92,8 @@ class Synthesizer:
     (the rest are plain DDIM samples mixed into the buffer); with ``"uncovered"`` the targets of
     classes the prior does not produce on its own (:class:`Coverage`, measured by ``classify`` on
     the unguided samples), of which :meth:`plan_targets` puts ``guided_fraction`` in each batch. ``recurrence`` re-noises and redoes each guided step (time travel);
-    unguided samples never pay for it.
+    unguided samples never pay for it. ``candidates`` > 1 draws that many guided samples per target and
+    keeps the one the teacher gives the highest probability of the target (best-of-n, at n times the cost).
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class Synthesizer:
         device: torch.device, student: nn.Module | None = None, recurrence: int = 0, guided_fraction: float = 1.0,
         guide_classes: str = "all", coverage_threshold: float = 0.5, num_classes: int = 0,
         classify: Callable[[Tensor], Tensor] | None = None, clip_x0_guided: bool | None = None,
+        candidates: int = 1,
     ) -> None:
         self.prior, self.teacher, self.guidance, self.cadr, self.view = prior, teacher, guidance, cadr, view
         self.provider, self.device, self.student = provider, device, student
@@ -112,7 +114,11 @@ class Synthesizer:
         if guide_classes == "uncovered" and (classify is None or num_classes < 1):
             raise UserError("guide_classes='uncovered' needs classify (the teacher on images in [-1, 1]) and "
                             "num_classes")
-        self.classify = classify
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+            raise UserError(f"candidates={candidates!r} is not allowed; it must be an integer >= 1")
+        if candidates > 1 and classify is None:
+            raise UserError("candidates > 1 needs classify (the teacher on images in [-1, 1])")
+        self.classify, self.candidates = classify, candidates
         self.coverage = Coverage(num_classes, coverage_threshold) if guide_classes == "uncovered" else None
         self.timesteps = ddim_timesteps(prior.num_train_timesteps, num_steps, spacing=spacing)
         self.stats = GuidanceStats()
@@ -168,10 +174,21 @@ class Synthesizer:
             self.coverage.load_state_dict(state["coverage"])
 
     def _guided(self, x_T: Tensor, labels: Tensor, generator: torch.Generator) -> Tensor:
+        n, B = self.candidates, len(labels)
+        if n > 1:  # best-of-n: n - 1 more starting noises per target, drawn after the batch's own
+            extra = torch.randn(((n - 1) * B, *x_T.shape[1:]), generator=generator).to(x_T.device)
+            x_T, labels = torch.cat([x_T, extra]), labels.repeat(n)
         eps_fn = self.provider(self.prior, labels)
         with make_cadr_eps_fn(eps_fn, self.teacher, labels, self.prior.alphas_cumprod, self.cadr, view=self.view,
-                              student=self.student, stats=self.stats) as guided:
-            return ddim_sample(guided, x_T, self.prior.alphas_cumprod, self.timesteps, ddim_eta=self.ddim_eta,
-                               generator=generator, clip_x0=self.clip_x0_guided,
-                               x0_fn=guided.correct_x0 if self.cadr.rule == "x0" else None,
-                               recurrence=self.recurrence, recur_if=guided.active)
+                              student=self.student, stats=self.stats, generator=generator) as guided:
+            images = ddim_sample(guided, x_T, self.prior.alphas_cumprod, self.timesteps, ddim_eta=self.ddim_eta,
+                                 generator=generator, clip_x0=self.clip_x0_guided,
+                                 x0_fn=guided.correct_x0 if self.cadr.rule == "x0" else None,
+                                 recurrence=self.recurrence, recur_if=guided.active)
+        if n == 1:
+            return images
+        with torch.no_grad():
+            p = self.classify(images.clamp(-1, 1)).float().softmax(1)
+            p_target = p.gather(1, labels.view(-1, 1)).view(n, B)
+        best = p_target.argmax(0)  # [B]: which candidate each target keeps
+        return images.view(n, B, *images.shape[1:])[best, torch.arange(B, device=best.device)]

@@ -74,11 +74,13 @@ class CADRConfig:
     x0_step: float = 0.1  # rule "x0": per-pixel RMS size of one step at lam = 1 (prior space, [-1, 1])
     step_scale: float = 1.0  # multiplies eta / x0_step (e.g. ddim_steps / reference steps)
     grad_pool: int = 1  # > 1: average the gradient over grad_pool x grad_pool blocks (coarse, shape-level steps)
+    smooth_samples: int = 1  # copies of the preview the loss averages over, each with its own view and noise
+    smooth_sigma: float = 0.0  # std of Gaussian noise added to each copy (prior space): a randomised-smoothing teacher
 
     def __post_init__(self) -> None:
         for name, strict in (("lambda_max", False), ("eta", False), ("tau_ent", False), ("k_sigmoid", False),
                              ("xi", True), ("gamma", False), ("beta_adv", False), ("bn_weight", False),
-                             ("x0_step", False), ("step_scale", True)):
+                             ("x0_step", False), ("step_scale", True), ("smooth_sigma", False)):
             v = getattr(self, name)
             ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
             if not ok or (v <= 0 if strict else v < 0):
@@ -97,6 +99,8 @@ class CADRConfig:
             raise UserError(f"cadr.inner_steps={self.inner_steps!r} is not allowed; it must be an integer >= 1")
         if isinstance(self.grad_pool, bool) or not isinstance(self.grad_pool, int) or self.grad_pool < 1:
             raise UserError(f"cadr.grad_pool={self.grad_pool!r} is not allowed; it must be an integer >= 1")
+        if isinstance(self.smooth_samples, bool) or not isinstance(self.smooth_samples, int) or self.smooth_samples < 1:
+            raise UserError(f"cadr.smooth_samples={self.smooth_samples!r} is not allowed; it must be an integer >= 1")
         if self.rule == "eps" and self.inner_steps != 1:
             raise UserError(f"cadr.inner_steps={self.inner_steps} needs rule 'x0'; the paper's eps rule takes one "
                             "gradient per timestep (use recurrence for more)")
@@ -190,7 +194,7 @@ class CADREpsFn:
 
     def __init__(self, eps_fn: EpsFn, teacher: nn.Module, labels: Tensor, alphas_cumprod: Tensor,
                  cfg: CADRConfig, *, view: Callable[[Tensor], Tensor], student: Optional[nn.Module] = None,
-                 stats: Optional[GuidanceStats] = None) -> None:
+                 stats: Optional[GuidanceStats] = None, generator: Optional[torch.Generator] = None) -> None:
         if not isinstance(cfg, CADRConfig):
             raise UserError(f"cfg must be a CADRConfig, got {type(cfg).__name__}")
         if cfg.beta_adv > 0 and student is None:
@@ -204,6 +208,7 @@ class CADREpsFn:
                             f"got shape {list(abar.shape)}")
         self.eps_fn, self.teacher, self.student = eps_fn, teacher, student
         self.labels, self.abar, self.cfg, self.view, self.stats = labels.long(), abar, cfg, view, stats
+        self.generator = generator  # source of the smoothing noise (the default generator when None)
         self.bn = BNStatsRecorder(teacher)
         # Hooks go away with this object even if close() is never called (the hooks reference the
         # recorder, not this wrapper, so the wrapper can be collected).
@@ -239,11 +244,21 @@ class CADREpsFn:
     def _loss(self, x0_hat: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Steps 3-5 on the preview: ``(B * L, parts)``; see the module docstring for the reduction."""
         cfg, B = self.cfg, x0_hat.shape[0]
-        # 3. One teacher forward on the view serves entropy, CE and the BN statistics.
-        v = self.view(x0_hat)
+        n = cfg.smooth_samples
+        # 3. One teacher forward on the view serves entropy, CE and the BN statistics. Smoothing: the forward
+        #    sees n noisy copies (randomised smoothing, Cohen et al. 2019: the gradient of a noise-averaged
+        #    classifier changes shapes rather than adding adversarial texture, Kaur et al. 2019).
+        x_in = x0_hat.repeat(n, 1, 1, 1) if n > 1 else x0_hat
+        if cfg.smooth_sigma > 0:
+            g = self.generator
+            noise = torch.randn(x_in.shape, generator=g, device=g.device if g is not None else x_in.device)
+            x_in = x_in + cfg.smooth_sigma * noise.to(x_in.device, x_in.dtype)
+        v = self.view(x_in)
         with self.bn.record():
-            z = self.teacher(v.to(_param_dtype(self.teacher))).float()  # logits [B, K]
+            z_all = self.teacher(v.to(_param_dtype(self.teacher))).float()  # logits [n * B, K]
             l_bn = self.bn.loss().to(x0_hat.device)
+        # The smoothed classifier's log-probabilities (mean of the copies' probabilities) drive gate and stats.
+        z = z_all if n == 1 else (F.softmax(z_all, 1).view(n, B, -1).mean(0) + 1e-12).log()
         if not self._labels_checked:
             if bool(((y < 0) | (y >= z.shape[1])).any()):
                 raise UserError(f"labels must lie in [0, {z.shape[1]}) for this teacher")
@@ -256,11 +271,11 @@ class CADREpsFn:
         else:
             lam = cadr_gate(H, cfg)
         # 5. Guidance loss L = bn_weight * L_BN + gamma * CE(z, y) [+ beta_adv * L_adv], per-sample terms.
-        ce = F.cross_entropy(z, y, reduction="none")  # [B]
+        ce = F.cross_entropy(z_all, y.repeat(n), reduction="none").view(n, B).mean(0)  # [B], mean over copies
         per_sample = cfg.gamma * ce
         l_adv = torch.zeros(B, device=x0_hat.device)
-        if cfg.beta_adv > 0:
-            l_adv = -_kl_teacher_student(z, self._student_logits(v))  # L_adv = -KL(T || S)
+        if cfg.beta_adv > 0:  # L_adv = -KL(T || S), per copy, then averaged
+            l_adv = -_kl_teacher_student(z_all, self._student_logits(v)).view(n, B).mean(0)
             per_sample = per_sample + cfg.beta_adv * l_adv
         parts = {"z": z, "H": H, "lam": lam, "ce": ce, "l_bn": cfg.bn_weight * l_bn, "l_adv": l_adv,
                  "per_sample": per_sample}
@@ -376,7 +391,7 @@ def _kl_teacher_student(z_t: Tensor, z_s: Tensor) -> Tensor:
 
 def make_cadr_eps_fn(eps_fn: EpsFn, teacher: nn.Module, labels: Tensor, alphas_cumprod: Tensor, cfg: CADRConfig,
                      *, view: Callable[[Tensor], Tensor], student: Optional[nn.Module] = None,
-                     stats: Optional[GuidanceStats] = None) -> CADREpsFn:
+                     stats: Optional[GuidanceStats] = None, generator: Optional[torch.Generator] = None) -> CADREpsFn:
     """Wrap ``eps_fn`` with CADR guidance towards ``labels`` (DESIGN.md section 2, steps 1-8).
 
     Args:
@@ -390,9 +405,11 @@ def make_cadr_eps_fn(eps_fn: EpsFn, teacher: nn.Module, labels: Tensor, alphas_c
         student: needed only when ``cfg.beta_adv > 0``; run in eval mode (mode restored), its
             ``.grad`` untouched. Pass the bare module, not a DDP wrapper.
         stats: a :class:`GuidanceStats` to append each step's statistics to.
+        generator: source of the smoothing noise (``cfg.smooth_sigma > 0``); the default generator when None.
 
     Returns:
         A :class:`CADREpsFn`: ``(x_t, t) -> eps_tilde``; use it as a context manager or call
         ``close()`` to remove its BatchNorm hooks.
     """
-    return CADREpsFn(eps_fn, teacher, labels, alphas_cumprod, cfg, view=view, student=student, stats=stats)
+    return CADREpsFn(eps_fn, teacher, labels, alphas_cumprod, cfg, view=view, student=student, stats=stats,
+                     generator=generator)
