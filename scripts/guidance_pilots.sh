@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The pilots that chose cadr-routed-lowpass and x0-routed-lowpass (docs/guidance.md, "Pilots"): out-of-domain setting,
-# equal images, held-out seeds 10-14 (the bench reports seeds 0-2), one `fastad bench` per pilot,
-# PARALLEL at a time. They ran on an H100 (device cuda, about 2 minutes per batch of 12 pilots);
-# on a 2-core CPU each run takes about a minute of one core.
+# The pilots that chose cadr-routed-lowpass, x0-routed-lowpass and x0-routed-smooth (docs/guidance.md, "Pilots"):
+# out-of-domain setting, equal images, held-out seeds 10-14 (the bench reports seeds 0-2), one `fastad bench` per
+# pilot, PARALLEL at a time. They ran on an H100 and an H200 (device cuda, 2-3 minutes per batch of 12-15
+# pilots); on a 2-core CPU each run takes one to two minutes of one core.
 #
 #   scripts/guidance_pilots.sh [DEVICE] [NAME ...]     # default: cuda, every pilot
 #   python scripts/pilot_table.py runs/pilot           # the table
+#   FASTAD="python -m fastad" SETS="data.root=DIR" ... # without an installed entry point; test split elsewhere
 set -euo pipefail
 DEVICE=${1:-cuda}; shift || true
 SEEDS=${SEEDS:-"10 11 12 13 14"}

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from fastad.cli.main import main
+from fastad.config import load_config
 from fastad.errors import UserError
 from fastad.train.evaluate import normalizer
 from fastad.diffusion import build_unet, save_prior
@@ -213,13 +214,15 @@ def test_embedded_default_with_shipped_models(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Fashion-MNIST not installed")
 def test_prior_without_config_swaps_it_into_the_embedded_default(tmp_path, capsys, monkeypatch):
-    """--prior with no --config: the embedded default with that prior and the shipped teacher."""
+    """--prior with no --config: the embedded default with that prior and the shipped teacher; --recipe applies a
+    bench method's overrides, under the user's --set."""
     from fastad.cli.common import REPO
 
     monkeypatch.chdir(tmp_path)
     prior = REPO / "models" / "fmnist_prior_50k60k_classes0-4"
     out = tmp_path / "run"
-    rc, stdout, err = run_cli(["distill", "--prior", prior, "--epochs", "1", "--out", out,
+    rc, stdout, err = run_cli(["distill", "--prior", prior, "--recipe", "x0-routed-smooth", "--epochs", "1", "--out", out,
+                               "--set", "fast_ad.smooth_sigma=0.5",
                                "--set", "distillation.synthesis_batch_size=4", "--set", "distillation.train_iterations=1",
                                "--set", "fast_ad.ddim_steps=1", "--set", "distillation.evaluate_teacher=false",
                                "--set", "logging.progress=false", "--set", "logging.tensorboard=false"], capsys)
@@ -227,6 +230,10 @@ def test_prior_without_config_swaps_it_into_the_embedded_default(tmp_path, capsy
     assert "your prior and the shipped teacher" in stdout
     saved = (out / "config.yaml").read_text()
     assert f"diffusion_checkpoint: {prior}" in saved and "fmnist_teacher_resnet20" in saved
+    f = load_config(out / "config.yaml").fast_ad
+    assert (f.rule, f.guide_classes, f.smooth_samples, f.smooth_sigma, f.inner_steps) == ("x0", "uncovered", 4, 0.5, 1)
+    rc, _, err = run_cli(["distill", "--resume", out, "--recipe", "cadr"], capsys)
+    assert rc != 0 and "--recipe cadr with --resume" in err and "Traceback" not in err
 
 
 def test_deepinversion_synthesizer_end_to_end(assets, tmp_path, capsys):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from fastad.cli.common import add_config_flags, config_from_args, resumed_config, use_embedded_default
+from fastad.config.recipes import ALL_SETS, METHOD_SETS, recipe_overrides
+from fastad.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                  "teacher and prior (configs/fashion_mnist.yaml), or with the --teacher / --prior given")
     p.add_argument("--teacher", metavar="FILE", help="teacher checkpoint (distillation.teacher_checkpoint)")
     p.add_argument("--prior", metavar="DIR", help="diffusers-format prior folder (distillation.diffusion_checkpoint)")
+    p.add_argument("--recipe", metavar="NAME", choices=list(ALL_SETS),
+                   help="a measured synthesis recipe, as the bench runs it (docs/guidance.md), applied before --set: "
+                        + ", ".join(METHOD_SETS) + " (or a bench sweep row)")
     p.add_argument("--guidance", choices=("cadr", "fixed", "target", "none"), help="guidance mode (fast_ad.guidance)")
     p.add_argument("--save-images", choices=("png", "npz"), help="export every synthesised image (distillation.save_images)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt (with --epochs: extend it)")
@@ -33,11 +38,16 @@ def run(args: argparse.Namespace) -> None:
     from fastad.utils.runtime import prepare_run
 
     if args.resume:
+        if args.recipe:
+            raise UserError(f"--recipe {args.recipe} with --resume: a resumed run keeps its own config.yaml; "
+                            "start a new run for another recipe")
         cfg, run_dir = resumed_config(args, "distill", extend_key="distillation.epochs", extend_flag="--epochs")
         summary = distill(cfg, run_dir, resume=True)
     else:
         if not args.config:
             use_embedded_default(args, "distill", own={"teacher": args.teacher, "prior": args.prior})
+        recipe = recipe_overrides(args.recipe) if args.recipe else []
+        args.set = recipe + list(args.set)  # the user's --set and the flags below still win
         flags = {"distillation.teacher_checkpoint": args.teacher, "distillation.diffusion_checkpoint": args.prior,
                  "fast_ad.guidance": args.guidance, "distillation.save_images": args.save_images}
         args.set = list(args.set) + [f"{k}={v}" for k, v in flags.items() if v]
