@@ -81,6 +81,8 @@ PILOTS=(  # name;method;fast_ad overrides (later ones win)
   "X1-cov1;x0;$X1 coverage_threshold=1.0" "X1-BoN2;x0;$X1 candidates=2" "X1-tw0.2;x0;$X1 t_window=[0.2,1.0]"
   "X1-tw0.8;x0;$X1 t_window=[0.0,0.8]" "X1-ddimeta0.3;x0;$X1 ddim_eta=0.3" "X1-n8;x0;$X1 smooth_samples=8"
   "X1-frac0.6-step0.45;x0;$X1 guided_fraction=0.6 x0_step=0.45" "X1-views-frac0.6;x0;$X1 view_augment=true guided_fraction=0.6"
+  # Session 5 (2-core CPU, device cpu): DeepInversion draws a share of the guided (uncovered) targets.
+  "X1-inv0.5;x0;$X1 inversion_fraction=0.5" "X1-inv1;x0;$X1 inversion_fraction=1.0"
 )
 mkdir -p runs/pilot
 for spec in "${PILOTS[@]}"; do

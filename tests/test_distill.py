@@ -171,6 +171,7 @@ def test_class_conditional_prior(assets, tmp_path, capsys):
     (["--set", "fast_ad.T=1000"], "fast_ad.T"),
     (["--set", "distillation.num_classes=100"], "distillation.num_classes"),
     (["--teacher", "nope.safetensors"], "nope.safetensors"),
+    (["--guidance", "none", "--set", "fast_ad.inversion_fraction=0.5"], "fast_ad.inversion_fraction"),
 ])
 def test_bad_input_one_line(assets, tmp_path, capsys, change, needle):
     rc, _, err = run_cli(distill_args(assets, tmp_path / "x", *change, rounds=1), capsys)
@@ -309,6 +310,53 @@ def test_guided_fraction_leaves_the_rest_plain_ddim(assets):
     torch.testing.assert_close(split[:4], clipped[:4], atol=1e-5, rtol=0)
     torch.testing.assert_close(split[4:], unclipped[4:], atol=1e-5, rtol=0)
     assert not torch.allclose(clipped, unclipped, atol=1e-3)
+
+
+def test_inversion_fraction_draws_the_last_guided_targets_by_deepinversion(assets):
+    """inversion_fraction 0.5 of 4 guided targets: the last two come from the inverter, with their labels and
+    the call's generator; the first two are guided DDIM samples, and the plain half is untouched."""
+    from fastad.diffusion import load_prior
+    from fastad.distill.synthesis import Synthesizer, unconditional
+    from fastad.guidance import CADRConfig, make_view
+
+    prior = load_prior(assets["prior"])
+    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval().requires_grad_(False)
+    calls = []
+
+    def inverter(labels, *, generator):
+        calls.append((labels.tolist(), generator))
+        return torch.full((len(labels), *prior.sample_shape), 0.25)
+
+    def make(fraction, inv=None):
+        return Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(gate="fixed", lambda_max=3.0),
+                           view=make_view(FMNIST_MEAN, FMNIST_STD), num_steps=2, spacing="leading", ddim_eta=0.0,
+                           clip_x0=True, provider=unconditional, device=torch.device("cpu"), guided_fraction=0.5,
+                           inverter=inv, inversion_fraction=fraction)
+
+    labels = torch.arange(8)
+    gen = torch.Generator().manual_seed(0)
+    hybrid = make(0.5, inverter)(labels, generator=gen)
+    guided = make(0.0)(labels, generator=torch.Generator().manual_seed(0))
+    assert calls == [([2, 3], gen)]
+    assert torch.equal(hybrid[2:4], torch.full_like(hybrid[2:4], 0.25))
+    assert not torch.allclose(hybrid[:2], torch.full_like(hybrid[:2], 0.25))
+    torch.testing.assert_close(hybrid[4:], guided[4:], atol=1e-5, rtol=0)  # plain DDIM, same noise
+    make(1.0, inverter)(labels, generator=torch.Generator().manual_seed(0))
+    assert calls[-1][0] == [0, 1, 2, 3]
+    for fraction, inv, needle in [(1.5, inverter, "inversion_fraction=1.5"), (0.5, None, "needs an inverter")]:
+        with pytest.raises(UserError, match=needle):
+            make(fraction, inv)
+
+
+def test_inversion_fraction_end_to_end(assets, tmp_path, capsys):
+    """The hybrid (half of each batch guided, half of that by DeepInversion) runs through fastad distill."""
+    out = tmp_path / "hybrid"
+    rc, _, err = run_cli(distill_args(assets, out, "--guidance", "fixed", "--set", "fast_ad.inversion_fraction=0.5",
+                                      "--set", "fast_ad.guided_fraction=0.5",
+                                      "--set", "distillation.deepinversion_iterations=2", rounds=2), capsys)
+    assert rc == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images_synthesized"] == 16 and len(summary["student_per_class"]) == 10
 
 
 def test_candidates_keep_the_sample_the_teacher_likes_best(assets):

@@ -129,6 +129,9 @@ class FastADConfig:
                                  "space [-1, 1]): the gradient of a randomised-smoothing teacher; 0 = off", ge=0)
     candidates: int = option(1, "best-of-n: guided samples drawn per target; the one with the highest teacher "
                              "probability of the target is kept (n times the guided cost); 1 = off", ge=1)
+    inversion_fraction: float = option(0.0, "share of the guided targets drawn by DeepInversion (distillation."
+                                       "deepinversion_*: pixels optimised from noise against the teacher) instead of "
+                                       "the guided prior, for classes the prior cannot make; 0 = off", ge=0, le=1)
     guided_fraction: float = option(1.0, "share of each round's images that are guided; the rest are plain "
                                     "DDIM samples (mixing guided and unguided images in the buffer)", ge=0, le=1)
     guide_classes: str = option("all", "which targets are guided: 'all' (guided_fraction of each batch) or "

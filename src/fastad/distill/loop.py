@@ -270,16 +270,22 @@ def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, stu
                  device: torch.device) -> Synthesizer | DeepInversionSynthesizer:
     """The round's image source: the guided prior, or DeepInversion (both ``synth(labels, generator=)``)."""
     d, f = cfg.distillation, cfg.fast_ad
-    if prior is None:
+    inverter = None
+    if prior is None or f.inversion_fraction > 0:
         from fastad.baselines.deepinversion import DeepInversionSynthesizer  # baselines import this module
 
         if list(d.image_size) != list(info.image_size):
             raise UserError(f"config key 'distillation.image_size': got {list(d.image_size)} but dataset "
                             f"'{info.name}' has {list(info.image_size)} images")
         # DeepInversion's own jitter and flip (the dataset's crop/flip), as in the paper's recipe.
-        return DeepInversionSynthesizer(teacher, mean=mean, std=std, image_shape=(info.channels, *d.image_size),
-                                        iterations=d.deepinversion_iterations, lr=d.deepinversion_lr,
-                                        crop_padding=info.crop_padding, flip=info.flip, device=device)
+        inverter = DeepInversionSynthesizer(teacher, mean=mean, std=std, image_shape=(info.channels, *d.image_size),
+                                            iterations=d.deepinversion_iterations, lr=d.deepinversion_lr,
+                                            crop_padding=info.crop_padding, flip=info.flip, device=device)
+        if prior is None:
+            return inverter
+    if f.inversion_fraction > 0 and f.guidance == "none":
+        raise UserError(f"config key 'fast_ad.inversion_fraction': got {f.inversion_fraction} but fast_ad.guidance "
+                        "is 'none', so no target is guided; choose a guidance (the share applies to guided targets)")
     cadr = CADRConfig(lambda_max=f.lambda_max, eta=f.eta, tau_ent=f.tau_ent, k_sigmoid=f.k_sigmoid, xi=f.xi,
                       gamma=f.gamma, beta_adv=f.beta_adv, grad_mode=f.grad_mode,
                       gate=f.guidance if f.guidance in ("fixed", "target") else "cadr", bn_weight=f.bn_weight, rule=f.rule,
@@ -296,7 +302,7 @@ def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, stu
                        student=student if f.beta_adv > 0 else None, recurrence=f.recurrence,
                        guided_fraction=f.guided_fraction, guide_classes=f.guide_classes,
                        coverage_threshold=f.coverage_threshold, num_classes=d.num_classes, candidates=f.candidates,
-                       classify=lambda x: teacher(norm((x + 1) / 2)))
+                       inverter=inverter, inversion_fraction=f.inversion_fraction, classify=lambda x: teacher(norm((x + 1) / 2)))
 
 
 def _drop_rows_after(path: Path, last_round: int) -> None:

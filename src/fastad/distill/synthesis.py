@@ -94,6 +94,9 @@ class Synthesizer:
     the unguided samples), of which :meth:`plan_targets` puts ``guided_fraction`` in each batch. ``recurrence`` re-noises and redoes each guided step (time travel);
     unguided samples never pay for it. ``candidates`` > 1 draws that many guided samples per target and
     keeps the one the teacher gives the highest probability of the target (best-of-n, at n times the cost).
+    ``inverter`` (a :class:`~fastad.baselines.deepinversion.DeepInversionSynthesizer`) draws the last
+    ``inversion_fraction`` of the guided targets instead of the guided prior: pixels optimised against the
+    teacher, for classes the prior's manifold may not hold at all.
     """
 
     def __init__(
@@ -102,7 +105,7 @@ class Synthesizer:
         device: torch.device, student: nn.Module | None = None, recurrence: int = 0, guided_fraction: float = 1.0,
         guide_classes: str = "all", coverage_threshold: float = 0.5, num_classes: int = 0,
         classify: Callable[[Tensor], Tensor] | None = None, clip_x0_guided: bool | None = None,
-        candidates: int = 1,
+        candidates: int = 1, inverter: Callable[..., Tensor] | None = None, inversion_fraction: float = 0.0,
     ) -> None:
         self.prior, self.teacher, self.guidance, self.cadr, self.view = prior, teacher, guidance, cadr, view
         self.provider, self.device, self.student = provider, device, student
@@ -119,6 +122,11 @@ class Synthesizer:
         if candidates > 1 and classify is None:
             raise UserError("candidates > 1 needs classify (the teacher on images in [-1, 1])")
         self.classify, self.candidates = classify, candidates
+        if not 0.0 <= inversion_fraction <= 1.0:
+            raise UserError(f"inversion_fraction={inversion_fraction!r} is not allowed; it must be in [0, 1]")
+        if inversion_fraction > 0 and inverter is None:
+            raise UserError("inversion_fraction > 0 needs an inverter (DeepInversion)")
+        self.inverter, self.inversion_fraction = inverter, inversion_fraction
         self.coverage = Coverage(num_classes, coverage_threshold) if guide_classes == "uncovered" else None
         self.timesteps = ddim_timesteps(prior.num_train_timesteps, num_steps, spacing=spacing)
         self.stats = GuidanceStats()
@@ -153,7 +161,13 @@ class Synthesizer:
         guided = self._guided_mask(labels)
         out = torch.empty_like(x_T)
         if guided.any():
-            out[guided] = self._guided(x_T[guided], labels[guided], generator)
+            idx = guided.nonzero().flatten()
+            k = round(len(idx) * self.inversion_fraction)
+            prior_idx, inverted_idx = idx[:len(idx) - k], idx[len(idx) - k:]
+            if len(prior_idx):
+                out[prior_idx] = self._guided(x_T[prior_idx], labels[prior_idx], generator)
+            if len(inverted_idx):
+                out[inverted_idx] = self.inverter(labels[inverted_idx], generator=generator).to(out.device)
         if not guided.all():
             plain = ~guided
             eps_fn = self.provider(self.prior, labels[plain])
