@@ -302,7 +302,8 @@ def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, stu
                        student=student if f.beta_adv > 0 else None, recurrence=f.recurrence,
                        guided_fraction=f.guided_fraction, guide_classes=f.guide_classes,
                        coverage_threshold=f.coverage_threshold, num_classes=d.num_classes, candidates=f.candidates,
-                       inverter=inverter, inversion_fraction=f.inversion_fraction, classify=lambda x: teacher(norm((x + 1) / 2)))
+                       inverter=inverter, inversion_fraction=f.inversion_fraction,
+                       classify=lambda x: teacher(norm((x + 1) / 2)))
 
 
 def _drop_rows_after(path: Path, last_round: int) -> None:
