@@ -37,18 +37,23 @@ def test_shipped_configs_load(name):
 def test_paper_defaults_stay_available():
     """The schema's fast_ad defaults are the paper's (section 4.1); the CIFAR config changes only the
     measured recipe keys, and its comment's flags restore the paper's recipe exactly."""
+    from fastad.config.recipes import recipe_overrides
     from fastad.config.schema import FastADConfig
 
-    paper = (1.5, 0.1, 0.4, 10.0, 1e-6, 1.0, 1000, "cadr", "all", 1.0, 1, False)
+    paper = (1.5, 0.1, 0.4, 10.0, 1e-6, 1.0, 1000, "cadr", "all", 1.0, 1, False, "eps", 1.0, 1, 0.0, 0.1, False)
     key = lambda f: (f.lambda_max, f.eta, f.tau_ent, f.k_sigmoid, f.xi, f.gamma, f.T, f.guidance,  # noqa: E731
-                     f.guide_classes, f.guided_fraction, f.grad_pool, f.view_augment)
+                     f.guide_classes, f.guided_fraction, f.grad_pool, f.view_augment, f.rule, f.bn_weight,
+                     f.smooth_samples, f.smooth_sigma, f.x0_step, f.clip_x0)
     assert key(FastADConfig()) == paper
     path = REPO / "configs" / "cifar100_resnet34_resnet18.yaml"
     shipped = load_config(path).fast_ad
-    assert (shipped.guide_classes, shipped.guided_fraction, shipped.eta, shipped.clip_x0, shipped.grad_pool,
-            shipped.view_augment) == ("uncovered", 0.5, 0.3, False, 4, True)
-    restored = load_config(path, ["fast_ad.guide_classes=all", "fast_ad.guided_fraction=1.0", "fast_ad.eta=0.1",
-                                  "fast_ad.grad_pool=1", "fast_ad.view_augment=false"]).fast_ad
+    # The CIFAR config ships the bench method x0-routed-smooth: applying the recipe changes nothing.
+    assert shipped == load_config(path, recipe_overrides("x0-routed-smooth")).fast_ad
+    assert (shipped.rule, shipped.guide_classes, shipped.smooth_samples) == ("x0", "uncovered", 4)
+    # The paper's recipe, restored with the flags the config's comment gives.
+    comment = [line for line in path.read_text().splitlines() if line.startswith("#   --set")]
+    flags = " ".join(comment).replace("#", "").replace("\\", "").split()
+    restored = load_config(path, [v for k, v in zip(flags[::2], flags[1::2]) if k == "--set"]).fast_ad
     assert key(restored) == paper and restored.ddim_steps == 50
 
 
