@@ -7,6 +7,8 @@ measures each). ``fastad bench`` runs them; ``fastad distill --recipe NAME`` app
 
 from __future__ import annotations
 
+from fastad.errors import UserError
+
 # Config overrides per distillation method: only the synthesis changes between them.
 _DIFFUSION = ["distillation.synthesizer=diffusion"]
 _X0 = [*_DIFFUSION, "fast_ad.guidance=fixed", "fast_ad.rule=x0", "fast_ad.lambda_max=1.0", "fast_ad.inner_steps=3",
@@ -75,8 +77,6 @@ BASE_RECIPE = ["fast_ad.guidance=cadr", "fast_ad.eta=0.1", "fast_ad.clip_x0=true
 
 def recipe_overrides(name: str) -> list[str]:
     """``BASE_RECIPE`` then the recipe's own overrides (the user's ``--set`` goes after these)."""
-    from fastad.errors import UserError
-
     if name not in ALL_SETS:
         raise UserError(f"--recipe: got {name!r}; choose one of {', '.join(ALL_SETS)}")
     return [*BASE_RECIPE, *ALL_SETS[name]]
