@@ -251,6 +251,22 @@ def test_deepinversion_synthesizer_end_to_end(assets, tmp_path, capsys):
     assert rows[0]["deepinversion/iterations"] == 2 and rows[0]["deepinversion/batches"] == 1
 
 
+def test_deepinversion_image_priors_reach_the_inverter():
+    """distillation.deepinversion_tv_l2 / _l2 are the inverter's TV and L2 weights (defaults off)."""
+    from fastad.data.info import dataset_info
+    from fastad.distill.loop import _synthesizer
+
+    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval()
+    student = create_model("resnet8", num_classes=10, in_channels=1)
+    for sets, expected in (([], (0.0, 0.0)), (["distillation.deepinversion_tv_l2=2.5",
+                                               "distillation.deepinversion_l2=0.01"], (2.5, 0.01))):
+        cfg = load_config(None, sets=["distillation.synthesizer=deepinversion",
+                                      "distillation.image_size=[28, 28]", *sets])
+        inverter = _synthesizer(cfg, dataset_info("fashion_mnist"), None, teacher, student, FMNIST_MEAN,
+                                FMNIST_STD, torch.Generator(), torch.device("cpu"))
+        assert (inverter.tv_l2, inverter.l2) == expected
+
+
 def test_max_seconds_budget_stops_early(assets, tmp_path, capsys):
     """A tiny budget ends the run after its first round, which is then evaluated and summarised."""
     out = tmp_path / "budget"

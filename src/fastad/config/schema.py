@@ -81,6 +81,9 @@ class DistillationConfig:
                               "guidance options are ignored)", choices=("diffusion", "deepinversion"))
     deepinversion_iterations: int = option(200, "Adam steps per DeepInversion batch (synthesizer: deepinversion)", ge=0)
     deepinversion_lr: float = option(0.05, "Adam learning rate of DeepInversion (synthesizer: deepinversion)", gt=0)
+    deepinversion_tv_l2: float = option(0.0, "weight of DeepInversion's squared total-variation image prior (mean "
+                                        "squared neighbour difference, images in [-1, 1]); 0 = off", ge=0)
+    deepinversion_l2: float = option(0.0, "weight of DeepInversion's L2 image prior mean(x^2); 0 = off", ge=0)
     max_seconds: float = option(0.0, "wall-clock budget: stop after the round in which synthesis + training time "
                                 "reaches it, then evaluate; 0 = off (run all epochs)", ge=0)
 

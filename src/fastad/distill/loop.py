@@ -280,6 +280,7 @@ def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, stu
         # DeepInversion's own jitter and flip (the dataset's crop/flip), as in the paper's recipe.
         inverter = DeepInversionSynthesizer(teacher, mean=mean, std=std, image_shape=(info.channels, *d.image_size),
                                             iterations=d.deepinversion_iterations, lr=d.deepinversion_lr,
+                                            tv_l2=d.deepinversion_tv_l2, l2=d.deepinversion_l2,
                                             crop_padding=info.crop_padding, flip=info.flip, device=device)
         if prior is None:
             return inverter
