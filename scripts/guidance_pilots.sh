@@ -83,14 +83,12 @@ PILOTS=(  # name;method;fast_ad overrides (later ones win)
   "X1-frac0.6-step0.45;x0;$X1 guided_fraction=0.6 x0_step=0.45" "X1-views-frac0.6;x0;$X1 view_augment=true guided_fraction=0.6"
   # Session 5 (2-core CPU, device cpu): DeepInversion draws a share of the guided (uncovered) targets.
   "X1-inv0.5;x0;$X1 inversion_fraction=0.5" "X1-inv1;x0;$X1 inversion_fraction=1.0"
-  # Session 6 (H200): the same hybrid with DeepInversion's image priors (squared TV, L2) and more Adam steps.
+  # Session 6 (H200): the same hybrid with DeepInversion's image priors (squared TV) and 300 Adam steps.
   "X1;x0;$X1"
   "X1-inv0.5-tv1;x0;$X1 inversion_fraction=0.5 distillation.deepinversion_tv_l2=1 distillation.deepinversion_iterations=300"
   "X1-inv0.5-tv5;x0;$X1 inversion_fraction=0.5 distillation.deepinversion_tv_l2=5 distillation.deepinversion_iterations=300"
   "X1-inv0.5-tv20;x0;$X1 inversion_fraction=0.5 distillation.deepinversion_tv_l2=20 distillation.deepinversion_iterations=300"
   "X1-inv0.3-tv5;x0;$X1 inversion_fraction=0.3 distillation.deepinversion_tv_l2=5 distillation.deepinversion_iterations=300"
-  "X1-inv0.5-tv5-it600;x0;$X1 inversion_fraction=0.5 distillation.deepinversion_tv_l2=5 distillation.deepinversion_iterations=600"
-  "X1-inv0.5-tv5-l2;x0;$X1 inversion_fraction=0.5 distillation.deepinversion_tv_l2=5 distillation.deepinversion_l2=0.1 distillation.deepinversion_iterations=300"
 )
 mkdir -p runs/pilot
 for spec in "${PILOTS[@]}"; do

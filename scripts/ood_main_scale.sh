@@ -20,4 +20,4 @@ for m in $METHODS; do for s in $SEEDS; do
 done; done
 wait
 for f in "$OUTDIR"/*.log; do grep -q "Traceback\|rror" "$f" && { echo "failed: $f"; tail -n 3 "$f"; }; done
-python "$(dirname "$0")/main_scale_table.py" "$OUTDIR" --json "$OUTDIR/table.json" --md "$OUTDIR/table.md"
+python3 "$(dirname "$0")/main_scale_table.py" "$OUTDIR" --json "$OUTDIR/table.json" --md "$OUTDIR/table.md"

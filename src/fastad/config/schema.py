@@ -168,7 +168,8 @@ class DiffusionConfig:
     save_every: int = option(250, "write a resumable checkpoint every N steps", ge=1)
     sample_steps: int = option(50, "DDIM steps of the periodic sample grids", ge=1)
     sample_images: int = option(64, "images in each periodic sample grid (drawn from the EMA weights)", ge=1)
-    sample_clip: bool = option(True, "clamp the DDIM preview x0_hat to [-1, 1] in the sample grids (diffusers' clip_sample, which the saved scheduler config sets)")
+    sample_clip: bool = option(True, "clamp the DDIM preview x0_hat to [-1, 1] in the sample grids (diffusers' "
+                               "clip_sample, which the saved scheduler config sets)")
 
 
 @dataclass

@@ -229,7 +229,8 @@ def build_unet(
 
     levels = len(block_out_channels)
     if levels < 1 or sample_size % 2 ** (levels - 1):
-        raise UserError(f"sample_size={sample_size} must be divisible by 2**(levels-1)={2 ** max(levels - 1, 0)} for block_out_channels={tuple(block_out_channels)}")
+        raise UserError(f"sample_size={sample_size} must be divisible by 2**(levels-1)={2 ** max(levels - 1, 0)} "
+                        f"for block_out_channels={tuple(block_out_channels)}")
     down, up = ["DownBlock2D"] * levels, ["UpBlock2D"] * levels
     if attention:
         down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"

@@ -91,9 +91,10 @@ class Synthesizer:
     Which images are guided: with ``guide_classes="all"`` the first ``guided_fraction`` of the batch
     (the rest are plain DDIM samples mixed into the buffer); with ``"uncovered"`` the targets of
     classes the prior does not produce on its own (:class:`Coverage`, measured by ``classify`` on
-    the unguided samples), of which :meth:`plan_targets` puts ``guided_fraction`` in each batch. ``recurrence`` re-noises and redoes each guided step (time travel);
-    unguided samples never pay for it. ``candidates`` > 1 draws that many guided samples per target and
-    keeps the one the teacher gives the highest probability of the target (best-of-n, at n times the cost).
+    the unguided samples), of which :meth:`plan_targets` puts ``guided_fraction`` in each batch.
+    ``recurrence`` re-noises and redoes each guided step (time travel); unguided samples never pay for it.
+    ``candidates`` > 1 draws that many guided samples per target and keeps the one the teacher gives the
+    highest probability of the target (best-of-n, at n times the cost).
     ``inverter`` (a :class:`~fastad.baselines.deepinversion.DeepInversionSynthesizer`) draws the last
     ``inversion_fraction`` of the guided targets instead of the guided prior: pixels optimised against the
     teacher, for classes the prior's manifold may not hold at all.
