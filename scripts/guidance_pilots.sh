@@ -89,6 +89,9 @@ PILOTS=(  # name;method;fast_ad overrides (later ones win)
   "X1-inv0.5-tv5;x0;$X1 inversion_fraction=0.5 distillation.deepinversion_tv_l2=5 distillation.deepinversion_iterations=300"
   "X1-inv0.5-tv20;x0;$X1 inversion_fraction=0.5 distillation.deepinversion_tv_l2=20 distillation.deepinversion_iterations=300"
   "X1-inv0.3-tv5;x0;$X1 inversion_fraction=0.3 distillation.deepinversion_tv_l2=5 distillation.deepinversion_iterations=300"
+  # Session 6 (2-core CPU): DeepInversion steps continuing from each guided sample (refine_steps), TV weight 5.
+  "X1-ref10-tv5;x0;$X1 refine_steps=10 distillation.deepinversion_tv_l2=5"
+  "X1-ref30-tv5;x0;$X1 refine_steps=30 distillation.deepinversion_tv_l2=5"
 )
 mkdir -p runs/pilot
 for spec in "${PILOTS[@]}"; do

@@ -172,6 +172,7 @@ def test_class_conditional_prior(assets, tmp_path, capsys):
     (["--set", "distillation.num_classes=100"], "distillation.num_classes"),
     (["--teacher", "nope.safetensors"], "nope.safetensors"),
     (["--guidance", "none", "--set", "fast_ad.inversion_fraction=0.5"], "fast_ad.inversion_fraction"),
+    (["--guidance", "none", "--set", "fast_ad.refine_steps=3"], "fast_ad.refine_steps"),
 ])
 def test_bad_input_one_line(assets, tmp_path, capsys, change, needle):
     rc, _, err = run_cli(distill_args(assets, tmp_path / "x", *change, rounds=1), capsys)
@@ -283,13 +284,14 @@ def test_max_seconds_budget_stops_early(assets, tmp_path, capsys):
 
 def test_guidance_variants_end_to_end(assets, tmp_path, capsys):
     """The beyond-the-paper options run through fastad distill, DeepInversion drawing half of the guided
-    targets (the hybrid source); the summary has per-class accuracy."""
+    targets (the hybrid source) and refining the other half; the summary has per-class accuracy."""
     out = tmp_path / "variants"
     extra = ["--guidance", "fixed", "--set", "fast_ad.rule=x0", "--set", "fast_ad.inner_steps=2",
              "--set", "fast_ad.recurrence=1", "--set", "fast_ad.t_window=[0.2, 1.0]",
              "--set", "fast_ad.guided_fraction=0.5", "--set", "fast_ad.strength_ref_steps=1",
              "--set", "fast_ad.bn_weight=3", "--set", "fast_ad.grad_pool=4",
-             "--set", "fast_ad.inversion_fraction=0.5", "--set", "distillation.deepinversion_iterations=2"]
+             "--set", "fast_ad.inversion_fraction=0.5", "--set", "distillation.deepinversion_iterations=2",
+             "--set", "fast_ad.refine_steps=2", "--set", "distillation.deepinversion_tv_l2=1.0"]
     rc, _, err = run_cli(distill_args(assets, out, *extra, rounds=2), capsys)
     assert rc == 0, err
     summary = json.loads((out / "summary.json").read_text())
@@ -364,6 +366,36 @@ def test_inversion_fraction_draws_the_last_guided_targets_by_deepinversion(asset
     for fraction, inv, needle in [(1.5, inverter, "inversion_fraction=1.5"), (0.5, None, "needs an inverter")]:
         with pytest.raises(UserError, match=needle):
             make(fraction, inv)
+
+
+def test_refiner_continues_from_the_guided_samples(assets):
+    """refiner: called on the guided prior samples (with their labels, the call's generator and the samples as
+    init); its output replaces them, and the plain half is untouched."""
+    from fastad.diffusion import load_prior
+    from fastad.distill.synthesis import Synthesizer, unconditional
+    from fastad.guidance import CADRConfig, make_view
+
+    prior = load_prior(assets["prior"])
+    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval().requires_grad_(False)
+    calls = []
+
+    def refiner(labels, *, generator, init):
+        calls.append((labels.tolist(), generator, init.clone()))
+        return init * 0.5
+
+    def make(ref=None):
+        return Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(gate="fixed", lambda_max=3.0),
+                           view=make_view(FMNIST_MEAN, FMNIST_STD), num_steps=2, spacing="leading", ddim_eta=0.0,
+                           clip_x0=True, provider=unconditional, device=torch.device("cpu"), guided_fraction=0.5,
+                           refiner=ref)
+
+    labels, gen = torch.arange(8), torch.Generator().manual_seed(0)
+    refined = make(refiner)(labels, generator=gen)
+    plain = make()(labels, generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 1 and calls[0][0] == [0, 1, 2, 3] and calls[0][1] is gen
+    torch.testing.assert_close(calls[0][2], plain[:4], atol=1e-5, rtol=0)
+    torch.testing.assert_close(refined[:4], plain[:4] * 0.5, atol=1e-5, rtol=0)
+    torch.testing.assert_close(refined[4:], plain[4:], atol=1e-5, rtol=0)
 
 
 def test_candidates_keep_the_sample_the_teacher_likes_best(assets):

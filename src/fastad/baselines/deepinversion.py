@@ -128,12 +128,13 @@ class DeepInversionSynthesizer:
         self.device = torch.device(device)
         self.stats = DeepInversionStats()
 
-    def __call__(self, labels: Tensor, *, generator: torch.Generator) -> Tensor:
+    def __call__(self, labels: Tensor, *, generator: torch.Generator, init: Tensor | None = None) -> Tensor:
         """``labels [B]`` (int) -> images ``[B, C, H, W]`` in [-1, 1], float32, detached, on ``device``.
 
-        Randomness (starting noise, then each step's crop/flip) comes from ``generator`` only, so a
-        seeded CPU generator gives identical images on CPU. Runs its own autograd even when called
-        under ``torch.no_grad()``.
+        ``init`` (``[B, C, H, W]`` in [-1, 1]) starts the optimisation from those images instead of
+        noise: a refinement of images made elsewhere (a guided prior's samples). Randomness (starting
+        noise, then each step's crop/flip) comes from ``generator`` only, so a seeded CPU generator
+        gives identical images on CPU. Runs its own autograd even when called under ``torch.no_grad()``.
         """
         labels = torch.as_tensor(labels)
         if labels.ndim != 1 or labels.numel() == 0 or labels.is_floating_point() or labels.dtype == torch.bool:
@@ -144,8 +145,13 @@ class DeepInversionSynthesizer:
         y = labels.long().to(self.device)
         plain = make_view(self.mean, self.std)  # un-augmented view, for the initial/final measurements
         jitter = make_view(self.mean, self.std, crop_padding=self.crop_padding, flip=self.flip, generator=generator)
-        # Noise drawn on the generator's device, then moved: the same images for a seed whatever the device.
-        x = torch.randn((len(y), *self.image_shape), generator=generator, device=generator.device)
+        if init is not None:
+            if tuple(init.shape) != (len(y), *self.image_shape):
+                raise UserError(f"deepinversion: init must be [{len(y)}, {', '.join(map(str, self.image_shape))}], "
+                                f"got {list(init.shape)}")
+            x = init.detach().to(self.device, torch.float32).clone()
+        else:  # noise drawn on the generator's device, then moved: the same images for a seed whatever the device
+            x = torch.randn((len(y), *self.image_shape), generator=generator, device=generator.device)
         x = x.to(self.device, torch.float32).clamp_(-1, 1).requires_grad_(True)
         p = next(self.teacher.parameters(), None)
         t_dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32

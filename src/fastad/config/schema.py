@@ -135,6 +135,8 @@ class FastADConfig:
     inversion_fraction: float = option(0.0, "share of the guided targets drawn by DeepInversion (distillation."
                                        "deepinversion_*: pixels optimised from noise against the teacher) instead of "
                                        "the guided prior, for classes the prior cannot make; 0 = off", ge=0, le=1)
+    refine_steps: int = option(0, "Adam steps of DeepInversion (distillation.deepinversion_lr, _tv_l2, _l2) on each "
+                               "guided prior sample, starting from it instead of from noise; 0 = off", ge=0)
     guided_fraction: float = option(1.0, "share of each round's images that are guided; the rest are plain "
                                     "DDIM samples (mixing guided and unguided images in the buffer)", ge=0, le=1)
     guide_classes: str = option("all", "which targets are guided: 'all' (guided_fraction of each batch) or "

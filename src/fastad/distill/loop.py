@@ -270,23 +270,27 @@ def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, stu
                  device: torch.device) -> Synthesizer | DeepInversionSynthesizer:
     """The round's image source: the guided prior, or DeepInversion (both ``synth(labels, generator=)``)."""
     d, f = cfg.distillation, cfg.fast_ad
-    inverter = None
-    if prior is None or f.inversion_fraction > 0:
+    if prior is not None and f.guidance == "none":
+        for key in ("inversion_fraction", "refine_steps"):
+            if getattr(f, key) > 0:
+                raise UserError(f"config key 'fast_ad.{key}': got {getattr(f, key)} but fast_ad.guidance is 'none', "
+                                "so no target is guided; choose a guidance (it applies to guided targets)")
+
+    def deepinversion(iterations: int) -> DeepInversionSynthesizer:
         from fastad.baselines.deepinversion import DeepInversionSynthesizer  # baselines import this module
 
         if list(d.image_size) != list(info.image_size):
             raise UserError(f"config key 'distillation.image_size': got {list(d.image_size)} but dataset "
                             f"'{info.name}' has {list(info.image_size)} images")
         # DeepInversion's own jitter and flip (the dataset's crop/flip), as in the paper's recipe.
-        inverter = DeepInversionSynthesizer(teacher, mean=mean, std=std, image_shape=(info.channels, *d.image_size),
-                                            iterations=d.deepinversion_iterations, lr=d.deepinversion_lr,
-                                            tv_l2=d.deepinversion_tv_l2, l2=d.deepinversion_l2,
-                                            crop_padding=info.crop_padding, flip=info.flip, device=device)
-        if prior is None:
-            return inverter
-    if f.inversion_fraction > 0 and f.guidance == "none":
-        raise UserError(f"config key 'fast_ad.inversion_fraction': got {f.inversion_fraction} but fast_ad.guidance "
-                        "is 'none', so no target is guided; choose a guidance (the share applies to guided targets)")
+        return DeepInversionSynthesizer(teacher, mean=mean, std=std, image_shape=(info.channels, *d.image_size),
+                                        iterations=iterations, lr=d.deepinversion_lr, tv_l2=d.deepinversion_tv_l2,
+                                        l2=d.deepinversion_l2, crop_padding=info.crop_padding, flip=info.flip,
+                                        device=device)
+
+    inverter = deepinversion(d.deepinversion_iterations) if prior is None or f.inversion_fraction > 0 else None
+    if prior is None:
+        return inverter
     cadr = CADRConfig(lambda_max=f.lambda_max, eta=f.eta, tau_ent=f.tau_ent, k_sigmoid=f.k_sigmoid, xi=f.xi,
                       gamma=f.gamma, beta_adv=f.beta_adv, grad_mode=f.grad_mode,
                       gate=f.guidance if f.guidance in ("fixed", "target") else "cadr", bn_weight=f.bn_weight, rule=f.rule,
@@ -304,6 +308,7 @@ def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, stu
                        guided_fraction=f.guided_fraction, guide_classes=f.guide_classes,
                        coverage_threshold=f.coverage_threshold, num_classes=d.num_classes, candidates=f.candidates,
                        inverter=inverter, inversion_fraction=f.inversion_fraction,
+                       refiner=deepinversion(f.refine_steps) if f.refine_steps else None,
                        classify=lambda x: teacher(norm((x + 1) / 2)))
 
 

@@ -97,7 +97,9 @@ class Synthesizer:
     highest probability of the target (best-of-n, at n times the cost).
     ``inverter`` (a :class:`~fastad.baselines.deepinversion.DeepInversionSynthesizer`) draws the last
     ``inversion_fraction`` of the guided targets instead of the guided prior: pixels optimised against the
-    teacher, for classes the prior's manifold may not hold at all.
+    teacher, for classes the prior's manifold may not hold at all. ``refiner`` (the same kind of object)
+    continues from each guided prior sample instead of from noise: its pixels optimised a few steps more
+    against the teacher.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class Synthesizer:
         guide_classes: str = "all", coverage_threshold: float = 0.5, num_classes: int = 0,
         classify: Callable[[Tensor], Tensor] | None = None, clip_x0_guided: bool | None = None,
         candidates: int = 1, inverter: Callable[..., Tensor] | None = None, inversion_fraction: float = 0.0,
+        refiner: Callable[..., Tensor] | None = None,
     ) -> None:
         self.prior, self.teacher, self.guidance, self.cadr, self.view = prior, teacher, guidance, cadr, view
         self.provider, self.device, self.student = provider, device, student
@@ -127,7 +130,7 @@ class Synthesizer:
             raise UserError(f"inversion_fraction={inversion_fraction!r} is not allowed; it must be in [0, 1]")
         if inversion_fraction > 0 and inverter is None:
             raise UserError("inversion_fraction > 0 needs an inverter (DeepInversion)")
-        self.inverter, self.inversion_fraction = inverter, inversion_fraction
+        self.inverter, self.inversion_fraction, self.refiner = inverter, inversion_fraction, refiner
         self.coverage = Coverage(num_classes, coverage_threshold) if guide_classes == "uncovered" else None
         self.timesteps = ddim_timesteps(prior.num_train_timesteps, num_steps, spacing=spacing)
         self.stats = GuidanceStats()
@@ -167,6 +170,9 @@ class Synthesizer:
             prior_idx, inverted_idx = idx[:len(idx) - k], idx[len(idx) - k:]
             if len(prior_idx):
                 out[prior_idx] = self._guided(x_T[prior_idx], labels[prior_idx], generator)
+                if self.refiner is not None:
+                    out[prior_idx] = self.refiner(labels[prior_idx], generator=generator,
+                                                  init=out[prior_idx].clamp(-1, 1)).to(out.device)
             if len(inverted_idx):
                 out[inverted_idx] = self.inverter(labels[inverted_idx], generator=generator).to(out.device)
         if not guided.all():
