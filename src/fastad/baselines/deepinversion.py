@@ -149,7 +149,7 @@ class DeepInversionSynthesizer:
             if tuple(init.shape) != (len(y), *self.image_shape):
                 raise UserError(f"deepinversion: init must be [{len(y)}, {', '.join(map(str, self.image_shape))}], "
                                 f"got {list(init.shape)}")
-            x = init.detach().to(self.device, torch.float32).clone()
+            x = init.detach().clone()
         else:  # noise drawn on the generator's device, then moved: the same images for a seed whatever the device
             x = torch.randn((len(y), *self.image_shape), generator=generator, device=generator.device)
         x = x.to(self.device, torch.float32).clamp_(-1, 1).requires_grad_(True)

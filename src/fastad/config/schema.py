@@ -79,8 +79,10 @@ class DistillationConfig:
     synthesizer: str = option("diffusion", "how images are made: 'diffusion' (the guided prior, fast_ad.*) or "
                               "'deepinversion' (pixels optimised from noise for L_BN + CE; no prior, the fast_ad "
                               "guidance options are ignored)", choices=("diffusion", "deepinversion"))
-    deepinversion_iterations: int = option(200, "Adam steps per DeepInversion batch (synthesizer: deepinversion)", ge=0)
-    deepinversion_lr: float = option(0.05, "Adam learning rate of DeepInversion (synthesizer: deepinversion)", gt=0)
+    deepinversion_iterations: int = option(200, "Adam steps per DeepInversion batch (synthesizer: deepinversion, "
+                                           "and fast_ad.inversion_fraction)", ge=0)
+    deepinversion_lr: float = option(0.05, "Adam learning rate of DeepInversion (synthesizer: deepinversion, "
+                                     "fast_ad.inversion_fraction and fast_ad.refine_steps)", gt=0)
     deepinversion_tv_l2: float = option(0.0, "weight of DeepInversion's squared total-variation image prior (mean "
                                         "squared neighbour difference, images in [-1, 1]); 0 = off", ge=0)
     deepinversion_l2: float = option(0.0, "weight of DeepInversion's L2 image prior mean(x^2); 0 = off", ge=0)
