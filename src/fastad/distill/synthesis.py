@@ -169,10 +169,10 @@ class Synthesizer:
             k = round(len(idx) * self.inversion_fraction)
             prior_idx, inverted_idx = idx[:len(idx) - k], idx[len(idx) - k:]
             if len(prior_idx):
-                out[prior_idx] = self._guided(x_T[prior_idx], labels[prior_idx], generator)
-                if self.refiner is not None:
-                    out[prior_idx] = self.refiner(labels[prior_idx], generator=generator,
-                                                  init=out[prior_idx].clamp(-1, 1)).to(out.device)
+                images = self._guided(x_T[prior_idx], labels[prior_idx], generator)
+                if self.refiner is not None:  # the refiner clamps its starting images itself
+                    images = self.refiner(labels[prior_idx], generator=generator, init=images).to(out.device)
+                out[prior_idx] = images
             if len(inverted_idx):
                 out[inverted_idx] = self.inverter(labels[inverted_idx], generator=generator).to(out.device)
         if not guided.all():
