@@ -15,7 +15,7 @@ import torch
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 

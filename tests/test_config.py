@@ -10,12 +10,11 @@ import yaml
 from fastad.config import Config, format_config, from_dict, load_config, save_config, to_dict
 from fastad.errors import UserError
 
-from conftest import REPO, SHARED
+from conftest import FIXTURES, REPO
 
-SEED_CONFIG = SHARED / "fixtures" / "seed_config" / "cifar100_config.yaml"
+SEED_CONFIG = FIXTURES / "seed_config" / "cifar100_config.yaml"
 
 
-@pytest.mark.skipif(not SEED_CONFIG.exists(), reason="shared fixtures not present")
 def test_seed_config_loads_unchanged():
     raw = yaml.safe_load(SEED_CONFIG.read_text())
     cfg = load_config(SEED_CONFIG)

@@ -21,9 +21,9 @@ from fastad.models import (
     save_classifier,
 )
 
-# The repo lives at <root>/main and the shared fixtures at <root>/shared (locally and in CI).
-ZOO = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "model_zoo"
-needs_zoo = pytest.mark.skipif(not (ZOO / "state_dict_keys.json").is_file(), reason=f"zoo fixtures not found at {ZOO}")
+from conftest import FIXTURES
+
+ZOO = FIXTURES / "model_zoo"
 
 ZOO_ARCHS = [
     "resnet18", "resnet34", "resnet50", "wrn16_1", "wrn16_2", "wrn40_1", "wrn40_2",
@@ -55,7 +55,6 @@ def _user_error(fn, *args, **kwargs) -> str:
 # ---------------------------------------------------------------- layouts and numbers
 
 
-@needs_zoo
 @pytest.mark.parametrize("arch", ZOO_ARCHS)
 def test_state_dict_matches_public_checkpoints(arch: str) -> None:
     spec = _zoo_spec()[arch]
@@ -78,7 +77,6 @@ def _golden(arch: str) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Ten
     return sd, torch.from_numpy(z["input"]), torch.from_numpy(z["logits"])
 
 
-@needs_zoo
 @pytest.mark.parametrize("arch", GOLDEN_ARCHS)
 def test_golden_logits(arch: str, tmp_path: Path) -> None:
     sd, x, logits = _golden(arch)
