@@ -1,4 +1,4 @@
-"""Unguided DDIM sampling speed of a prior, counted before timed (DESIGN.md section 5).
+"""Unguided DDIM sampling speed of a prior, counted before timed (FLOPs, then seconds).
 
 For each step count: images per second of ``sample_prior`` (batch ``--batch``, median of
 ``--repeats`` runs after one warm-up), the FLOPs that run needs (the prior's forward FLOPs per image,

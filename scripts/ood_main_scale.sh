@@ -8,7 +8,7 @@
 set -u
 DEVICE=${1:-cuda}; OUTDIR=${2:-runs/ood_main_scale}
 FASTAD=${FASTAD:-fastad}; EPOCHS=${EPOCHS:-60}; SEEDS=${SEEDS:-"0 1 2"}
-METHODS=${METHODS:-"none none-noclip cadr-routed-lowpass x0-routed-smooth"}
+METHODS=${METHODS:-"none none-noclip x0-routed-smooth"}
 extra=(); for kv in ${SETS:-}; do extra+=(--set "$kv"); done
 mkdir -p "$OUTDIR"
 for m in $METHODS; do for s in $SEEDS; do

@@ -34,26 +34,63 @@ def test_shipped_configs_load(name):
 
 
 def test_paper_defaults_stay_available():
-    """The schema's fast_ad defaults are the paper's (section 4.1); the CIFAR config changes only the
-    measured recipe keys, and its comment's flags restore the paper's recipe exactly."""
-    from fastad.config.recipes import recipe_overrides
-    from fastad.config.schema import FastADConfig
+    """The sections' defaults are the paper's (section 4.1): CADR with the eps rule on every image, plain DDIM."""
+    from fastad.diffusion import SamplerConfig
+    from fastad.guidance import FastADConfig, GuidanceConfig
+    from fastad.guidance.routing import RoutingConfig
 
-    paper = (1.5, 0.1, 0.4, 10.0, 1e-6, 1.0, 1000, "cadr", "all", 1.0, 1, False, "eps", 1.0, 1, 0.0, 0.1, False)
-    key = lambda f: (f.lambda_max, f.eta, f.tau_ent, f.k_sigmoid, f.xi, f.gamma, f.T, f.guidance,  # noqa: E731
-                     f.guide_classes, f.guided_fraction, f.grad_pool, f.view_augment, f.rule, f.bn_weight,
-                     f.smooth_samples, f.smooth_sigma, f.x0_step, f.clip_x0)
-    assert key(FastADConfig()) == paper
-    path = REPO / "configs" / "cifar100_resnet34_resnet18.yaml"
-    shipped = load_config(path).fast_ad
-    # The CIFAR config ships the bench method x0-routed-smooth: applying the recipe changes nothing.
-    assert shipped == load_config(path, recipe_overrides("x0-routed-smooth")).fast_ad
-    assert (shipped.rule, shipped.guide_classes, shipped.smooth_samples) == ("x0", "uncovered", 4)
-    # The paper's recipe, restored with the flags the config's comment gives.
-    comment = [line for line in path.read_text().splitlines() if line.startswith("#   --set")]
-    flags = " ".join(comment).replace("#", "").replace("\\", "").split()
-    restored = load_config(path, [v for k, v in zip(flags[::2], flags[1::2]) if k == "--set"]).fast_ad
-    assert key(restored) == paper and restored.ddim_steps == 50
+    f = FastADConfig()
+    assert (f.lambda_max, f.eta, f.tau_ent, f.k_sigmoid, f.ddim_steps, f.xi, f.gamma, f.T) == \
+        (1.5, 0.1, 0.4, 10.0, 50, 1e-6, 1.0, 1000)
+    assert (f.guidance, f.grad_mode, f.beta_adv) == ("cadr", "tweedie", 0.0)
+    g = GuidanceConfig()
+    assert (g.rule, g.bn_weight, g.grad_pool, g.smooth_samples, g.smooth_sigma) == ("eps", 1.0, 1, 1, 0.0)
+    assert RoutingConfig() == RoutingConfig(guide_classes="all", guided_fraction=1.0)
+    assert (SamplerConfig().ddim_eta, SamplerConfig().clip_x0, SamplerConfig().spacing) == (0.0, False, "leading")
+
+
+def _synthesis(cfg: Config) -> dict:
+    """Everything the synthesis reads: the synthesis sections whole, the synthesizer, and fast_ad but for the
+    run-size and data keys (ddim_steps, tau_ent, T)."""
+    fast_ad = {k: v for k, v in dataclasses.asdict(cfg.fast_ad).items() if k not in ("ddim_steps", "tau_ent", "T")}
+    di = {k: v for k, v in dataclasses.asdict(cfg.deepinversion).items() if k != "iterations"}
+    return {"synthesizer": cfg.distillation.synthesizer, "fast_ad": fast_ad, "deepinversion": di,
+            **{s: dataclasses.asdict(getattr(cfg, s)) for s in ("sampler", "guidance", "routing")}}
+
+
+@pytest.mark.parametrize("name", sorted(__import__("fastad.config.recipes", fromlist=["RECIPES"]).RECIPES))
+def test_recipe_is_the_same_synthesis_on_every_config(name, tmp_path):
+    """A recipe is a complete synthesis spec: on the embedded default, the CIFAR-100 config, the paper's own file
+    and a config that sets every synthesis key to something else, --recipe NAME gives the same synthesis."""
+    from fastad.config.recipes import recipe_sets
+
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("fast_ad: {guidance: fixed, lambda_max: 0.7, eta: 0.9, grad_mode: full, beta_adv: 0.5}\n"
+                   "sampler: {ddim_eta: 0.5, spacing: trailing, clip_x0: true, final_abar: first, steps_offset: 1}\n"
+                   "guidance: {x0_step: 0.9, bn_weight: 3.0, grad_pool: 2, smooth_samples: 3, smooth_sigma: 0.2}\n"
+                   "routing: {guide_classes: uncovered, guided_fraction: 0.25}\n"
+                   "distillation: {synthesizer: deepinversion}\ndeepinversion: {lr: 0.3, tv_l2: 1.0, l2: 1.0}\n")
+    configs = [REPO / "configs" / "fashion_mnist.yaml", REPO / "configs" / "cifar100_resnet34_resnet18.yaml",
+               SEED_CONFIG, odd]
+    specs = [_synthesis(load_config(c, recipe_sets(name))) for c in configs]
+    assert all(s == specs[0] for s in specs[1:])
+
+
+def test_recipes_reproduce_the_shipped_configs_and_the_paper():
+    """--recipe cadr on the CIFAR-100 config is exactly the paper's settings; the shipped configs are recipes."""
+    from fastad.config.recipes import RECIPES, SYNTHESIS_KEYS, recipe_sets
+
+    cifar = REPO / "configs" / "cifar100_resnet34_resnet18.yaml"
+    paper = load_config(cifar, recipe_sets("cadr"))
+    assert _synthesis(paper) == _synthesis(Config())  # the sections' defaults are the paper's
+    assert paper.fast_ad == load_config(SEED_CONFIG).fast_ad  # and the authors' own file says the same
+    assert _synthesis(load_config(cifar)) == _synthesis(load_config(cifar, recipe_sets("x0-routed-smooth")))
+    fmnist = REPO / "configs" / "fashion_mnist.yaml"
+    assert _synthesis(load_config(fmnist)) == _synthesis(load_config(fmnist, recipe_sets("none")))
+    for name, changes in RECIPES.items():  # a recipe names only synthesis keys
+        assert set(changes) <= set(SYNTHESIS_KEYS), name
+    with pytest.raises(UserError, match="--recipe: got 'nope'; choose one of none, "):
+        recipe_sets("nope")
 
 
 def test_override_order(tmp_path):
@@ -80,6 +117,16 @@ def test_every_field_is_documented():
     assert "lambda_max: 1.5  # maximum rectification strength" in text
 
 
+def test_sections_validate_themselves():
+    """A section built in Python is checked like one read from YAML."""
+    from fastad.guidance import GuidanceConfig
+
+    with pytest.raises(UserError, match="config key 'guidance.grad_pool': got 0; expected an integer >= 1"):
+        GuidanceConfig(grad_pool=0)
+    assert GuidanceConfig(smooth_sigma=1).smooth_sigma == 1.0 and isinstance(GuidanceConfig(smooth_sigma=1).smooth_sigma,
+                                                                             float)
+
+
 @pytest.mark.parametrize(
     "sets, needle",
     [
@@ -94,6 +141,10 @@ def test_every_field_is_documented():
         (["data.train_range=[9, 3]"], "start < stop"),
         (["distillation.milestones=[150, 100]"], "strictly increasing"),
         (["run.device=gpu"], "config key 'run.device': got 'gpu'"),
+        (["sampler.spacing=middle"], "config key 'sampler.spacing': got 'middle'; expected one of: leading"),
+        (["routing.guided_fraction=1.5"], "config key 'routing.guided_fraction': got 1.5; expected a float >= 0 and <= 1"),
+        (["fast_ad.clip_x0=true"], "unknown config key 'fast_ad.clip_x0'; valid keys in 'fast_ad': lambda_max"),
+        (["guidance.rule=x0", "fast_ad.grad_mode=full"], "config key 'fast_ad.grad_mode': got 'full'"),
         (["distillation"], "expected section.key=value"),
     ],
 )

@@ -1,12 +1,16 @@
-"""DDIM sampler: against diffusers' DDIMScheduler, against golden values, and by invariants."""
+"""DDIM sampler (docs/method.md, step 9): against diffusers' DDIMScheduler, against golden values, by
+invariants, and the ``sampler`` config section."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from fastad.diffusion import ddim_sample, ddim_step, ddim_timesteps
+from fastad.diffusion import (SamplerConfig, ddim_move, ddim_noise, ddim_preview, ddim_sample, ddim_schedule,
+                              ddim_step, ddim_timesteps)
 from fastad.errors import UserError
 
 SCHEDULES = {
@@ -224,26 +228,89 @@ def test_step_shapes_dtypes_and_callback() -> None:
     torch.testing.assert_close(both, torch.cat([first, second]))
 
 
-def test_x0_fn_and_recurrence() -> None:
-    """An identity x0_fn changes nothing; recurrence redoes each chosen step (more eps calls, new noise)
-    and needs a generator; recurrence at no timestep is plain DDIM."""
-    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
-    x_T = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    calls = []
+def test_step_is_preview_then_move() -> None:
+    """ddim_step == ddim_move(ddim_preview(...)), bit for bit, with and without noise and clamp, per-sample abar."""
+    x, eps, noise = _x_T(), 0.7 * _x_T().roll(1, dims=1), torch.cos(_x_T())
+    cases = [(0.5, 0.6, 0.0, False), (0.02, 0.3, 0.0, True), (0.5, 1.0, 1.0, True),
+             (torch.tensor([0.3, 0.6]), torch.tensor([0.5, 0.8]), 0.5, False)]
+    for abar_t, abar_prev, eta, clip in cases:
+        kw = dict(ddim_eta=eta, noise=noise if eta > 0 else None, clip_x0=clip)
+        x_prev, x0_used = ddim_step(x, eps, abar_t, abar_prev, **kw)
+        moved, x0_moved = ddim_move(ddim_preview(x, eps, abar_t), eps, abar_t, abar_prev, **kw)
+        assert torch.equal(x_prev, moved) and torch.equal(x0_used, x0_moved)
+    # At abar_t 0.02 the preview leaves [-1, 1], so the clamp acted there.
+    assert ddim_preview(x, eps, 0.02).abs().max() > 1
+    assert ddim_step(x, eps, 0.02, 0.3, clip_x0=True)[1].abs().max() <= 1
 
-    def eps_fn(x, t):
-        calls.append(int(t[0]))
-        return 0.3 * x
 
+def test_preview_is_tweedie_and_move_renoises() -> None:
+    """The preview of x_t = sqrt(a) x0 + sqrt(1 - a) eps with the true eps is x0; ddim_move puts x0 back at
+    the noise level abar_prev along the same eps, and the update keeps float64 for float64 input."""
+    x0, eps = torch.linspace(-1, 1, 2 * 3 * 8 * 8, dtype=torch.float64).reshape(SHAPE), _x_T().double()
+    a, a_prev = 0.3, 0.7
+    x_t = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
+    x0_hat = ddim_preview(x_t, eps, a)
+    assert x0_hat.dtype == torch.float64
+    torch.testing.assert_close(x0_hat, x0, rtol=0, atol=1e-12)
+    x_prev, _ = ddim_move(x0_hat, eps, a, a_prev)
+    torch.testing.assert_close(x_prev, math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps, rtol=0, atol=1e-12)
+    with pytest.raises(UserError, match="abar"):
+        ddim_preview(x_t, eps, 0.0)
+    with pytest.raises(UserError, match="abar"):
+        ddim_move(x0_hat, eps, 0.5, 1.5)
+
+
+def test_schedule_yields_each_steps_abars() -> None:
+    abar = _scheduler().alphas_cumprod.double()
     ts = ddim_timesteps(1000, 4)
-    plain = ddim_sample(eps_fn, x_T, abar, ts)
-    assert torch.equal(ddim_sample(eps_fn, x_T, abar, ts, x0_fn=lambda x_t, t, x0: x0), plain)
-    calls.clear()
-    gen = torch.Generator().manual_seed(1)
-    assert torch.equal(ddim_sample(eps_fn, x_T, abar, ts, recurrence=2, recur_if=lambda t: False, generator=gen), plain)
-    calls.clear()
-    redone = ddim_sample(eps_fn, x_T, abar, ts, recurrence=2, recur_if=lambda t: t > 500, generator=gen)
-    big = [t for t in ts.tolist() if t > 500]
-    assert len(calls) == len(ts) + 2 * len(big) and not torch.equal(redone, plain)
-    with pytest.raises(UserError, match="recurrence"):
-        ddim_sample(eps_fn, x_T, abar, ts, recurrence=1)
+    for final, last in (("one", 1.0), ("first", float(abar[0]))):
+        steps = list(ddim_schedule(abar, ts, final_abar=final))
+        assert [s[0] for s in steps] == [750, 500, 250, 0]
+        assert [s[1] for s in steps] == [float(abar[t]) for t in (750, 500, 250, 0)]
+        assert [s[2] for s in steps] == [float(abar[t]) for t in (500, 250, 0)] + [last]
+    with pytest.raises(UserError, match="descending"):
+        list(ddim_schedule(abar, torch.tensor([500, 500])))
+    with pytest.raises(UserError, match="integer"):
+        list(ddim_schedule(abar, ts.double()))
+    with pytest.raises(UserError, match="descending within"):
+        list(ddim_schedule(abar, torch.tensor([1000, 0])))
+
+
+def test_noise_draws_from_the_generator() -> None:
+    x_T = _x_T()
+    assert ddim_noise(x_T, 0.0, None) is None
+    with pytest.raises(UserError, match="generator"):
+        ddim_noise(x_T, 0.5, None)
+    draw = ddim_noise(x_T, 0.5, torch.Generator().manual_seed(9))
+    assert torch.equal(draw, torch.randn(SHAPE, generator=torch.Generator().manual_seed(9)))
+    assert ddim_noise(x_T.double(), 1.0, torch.Generator().manual_seed(9)).dtype == torch.float64
+
+
+# --- the ``sampler`` config section --------------------------------------------------------------
+
+
+def test_sampler_config_defaults_and_timesteps() -> None:
+    cfg = SamplerConfig()
+    assert (cfg.ddim_eta, cfg.spacing, cfg.clip_x0, cfg.final_abar, cfg.steps_offset) == \
+        (0.0, "leading", False, "one", 0)
+    sched = DDIMScheduler(num_train_timesteps=1000, steps_offset=1)
+    sched.set_timesteps(10)
+    ours = SamplerConfig(steps_offset=1, spacing="leading").timesteps(1000, 10)
+    assert ours.dtype == torch.long and torch.equal(ours, sched.timesteps)
+    for spacing in ("trailing", "linspace"):
+        sched = DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
+        sched.set_timesteps(50)
+        assert torch.equal(SamplerConfig(spacing=spacing).timesteps(1000, 50), sched.timesteps)
+    with pytest.raises(UserError, match="steps_offset=100"):
+        SamplerConfig(steps_offset=100).timesteps(1000, 10)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("spacing", "uniform"), ("spacing", None), ("ddim_eta", -1.0), ("ddim_eta", "x"), ("clip_x0", "yes"),
+    ("clip_x0", 1), ("final_abar", "zero"), ("steps_offset", -1), ("steps_offset", 1.5),
+    ("ddim_eta", float("nan")),
+])
+def test_bad_sampler_values_raise_user_error(field: str, value: object) -> None:
+    with pytest.raises(UserError, match=f"config key 'sampler.{field}': got") as e:
+        SamplerConfig(**{field: value})
+    assert "\n" not in str(e.value)

@@ -7,7 +7,7 @@ DeepInversion", CVPR 2020. Pixels start as N(0, 1) noise and are optimised with 
     L = bn_weight * L_BN + ce_weight * CE(T(view(x)), y) + tv_l2 * R_TV + l2 * R_L2
 
 where ``L_BN`` is exactly the BatchNorm-input statistic fastad's CADR guidance uses
-(:class:`fastad.guidance.BNStatsRecorder`, DESIGN.md section 2 step 5), so the two methods pull
+(:class:`fastad.guidance.BNStatsRecorder`; docs/method.md, step 5), so the two methods pull
 towards the same statistics and differ only in how the image is produced (a diffusion prior
 versus free pixels). No diffusion prior is involved. Adaptive DeepInversion's competition term
 is not included.
@@ -17,6 +17,8 @@ optimisation, as the reference ImageNet implementation clips after each step). A
 re-parameterisation would also keep the range, but its gradient vanishes on saturated pixels,
 which then get stuck at +-1; with the clamp every pixel keeps its full gradient, and the image
 the teacher saw at the last step is exactly the one returned.
+
+:class:`DeepInversionConfig` is the ``deepinversion`` config section, owned here.
 """
 
 from __future__ import annotations
@@ -29,12 +31,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastad.data import make_view
 from fastad.errors import UserError
-from fastad.guidance import BNStatsRecorder, make_view
+from fastad.guidance import BNStatsRecorder
+from fastad.options import Section, option
 
-__all__ = ["DeepInversionStats", "DeepInversionSynthesizer", "tv_l2_prior"]
+__all__ = ["DeepInversionConfig", "DeepInversionStats", "DeepInversionSynthesizer", "tv_l2_prior"]
 
 _KEYS = ("ce_initial", "ce_final", "l_bn_initial", "l_bn_final", "loss_final", "teacher_acc", "teacher_conf")
+
+
+@dataclass
+class DeepInversionConfig(Section):
+    """The ``deepinversion`` section: the baseline's own settings (``distillation.synthesizer: deepinversion``)."""
+
+    section = "deepinversion"
+    iterations: int = option(200, "Adam steps per synthesised batch", ge=0)
+    lr: float = option(0.05, "Adam learning rate", gt=0)
+    tv_l2: float = option(0.0, "weight of the squared total-variation image prior (mean squared neighbour "
+                          "difference, images in [-1, 1]); 0 = off", ge=0)
+    l2: float = option(0.0, "weight of the L2 image prior mean(x^2); 0 = off", ge=0)
 
 
 def tv_l2_prior(x: Tensor) -> Tensor:
@@ -128,12 +144,10 @@ class DeepInversionSynthesizer:
         self.device = torch.device(device)
         self.stats = DeepInversionStats()
 
-    def __call__(self, labels: Tensor, *, generator: torch.Generator, init: Tensor | None = None) -> Tensor:
+    def __call__(self, labels: Tensor, *, generator: torch.Generator) -> Tensor:
         """``labels [B]`` (int) -> images ``[B, C, H, W]`` in [-1, 1], float32, detached, on ``device``.
 
-        ``init`` (``[B, C, H, W]`` in [-1, 1]) starts the optimisation from those images instead of
-        noise: a refinement of images made elsewhere (a guided prior's samples). Randomness (starting
-        noise, then each step's crop/flip) comes from ``generator`` only, so a seeded CPU generator
+        Randomness (starting noise, then each step's crop/flip) comes from ``generator`` only, so a seeded CPU generator
         gives identical images on CPU. Runs its own autograd even when called under ``torch.no_grad()``.
         """
         labels = torch.as_tensor(labels)
@@ -145,13 +159,8 @@ class DeepInversionSynthesizer:
         y = labels.long().to(self.device)
         plain = make_view(self.mean, self.std)  # un-augmented view, for the initial/final measurements
         jitter = make_view(self.mean, self.std, crop_padding=self.crop_padding, flip=self.flip, generator=generator)
-        if init is not None:
-            if tuple(init.shape) != (len(y), *self.image_shape):
-                raise UserError(f"deepinversion: init must be [{len(y)}, {', '.join(map(str, self.image_shape))}], "
-                                f"got {list(init.shape)}")
-            x = init.detach().clone()
-        else:  # noise drawn on the generator's device, then moved: the same images for a seed whatever the device
-            x = torch.randn((len(y), *self.image_shape), generator=generator, device=generator.device)
+        # Noise drawn on the generator's device, then moved: the same images for a seed whatever the device.
+        x = torch.randn((len(y), *self.image_shape), generator=generator, device=generator.device)
         x = x.to(self.device, torch.float32).clamp_(-1, 1).requires_grad_(True)
         p = next(self.teacher.parameters(), None)
         t_dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from fastad.data import ImageDataset, augment, to_float
-from fastad.distill.loop import kd_loss
 from fastad.errors import UserError
 from fastad.train.evaluate import accuracy_report, normalizer, predict
+from fastad.train.kd import kd_step
 from fastad.utils.schedule import budget_position, lr_factor
 
 __all__ = ["SCHEDULES", "train_student_on_real"]
@@ -119,16 +119,10 @@ def train_student_on_real(
         pos += batch_size
         x = augment(to_float(train.images[idx].to(device)), crop_padding=crop_padding, flip=flip, generator=generator)
         x = norm(x)
-        with torch.no_grad():
-            t_logits = teacher(x)
         position = budget_position(step, steps, train_s, max_seconds)  # under a budget, it ends with it
         for g in opt.param_groups:
             g["lr"] = lr * lr_factor(schedule, position, steps, milestones, lr_decay)
-        loss = kd_loss(student(x), t_logits, kd_temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_val = loss.item()  # also syncs the device, so the timing is honest
+        loss_val = kd_step(student, teacher, x, opt, tau=kd_temperature)["kd_loss"]
         done += 1
         train_s += time.perf_counter() - t0
         if eval_every is not None and done % eval_every == 0 and done < steps:

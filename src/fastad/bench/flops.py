@@ -1,4 +1,4 @@
-"""Count before you time (DESIGN.md section 5): synthesis FLOPs per image, and this machine's float32 matmul rate.
+"""Count before you time: synthesis FLOPs per image, and this machine's float32 matmul rate.
 
 The efficiency figure of a method is ``flops_per_image * images_per_second / matmul_rate``: the
 share of the machine's measured float32 matmul throughput that its synthesis achieves.
@@ -60,20 +60,16 @@ def synthesis_flops_per_image(cfg: Config, *, batch: int = 2) -> float:
     guidance's teacher forward/backward, or every DeepInversion iteration), counted by :class:`FlopCount`
     on a ``batch``-image call: conv/matmul FLOPs scale linearly with the batch, so a small one suffices."""
     from fastad.data import dataset_info
-    from fastad.distill.loop import _load_prior, _synthesizer, load_teacher
-    from fastad.distill.synthesis import balanced_labels
-    from fastad.models import create_model
+    from fastad.distill import build
+    from fastad.guidance.routing import balanced_labels
     from fastad.utils.runtime import resolve_device
 
-    d = cfg.distillation
-    device = resolve_device(cfg.run.device)
     info = dataset_info(cfg.data.dataset, root=cfg.data.root)
-    teacher, mean, std = load_teacher(cfg, info, device)
-    prior = _load_prior(cfg, info, device) if d.synthesizer == "diffusion" else None
-    student = create_model(d.student_arch, num_classes=d.num_classes, in_channels=info.channels).to(device).eval()
     gen = torch.Generator().manual_seed(0)
-    synth = _synthesizer(cfg, info, prior, teacher, student, mean, std, gen, device)
-    labels = balanced_labels(batch, d.num_classes, generator=gen)
+    parts = build(cfg, info, device=resolve_device(cfg.run.device), generator=gen)
+    parts.student.eval()
+    synth = parts.synthesizer
+    labels = balanced_labels(batch, cfg.distillation.num_classes, generator=gen)
     with FlopCount() as counter:
         synth(labels, generator=gen)
     return counter.total / batch

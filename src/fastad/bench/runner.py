@@ -2,7 +2,7 @@
 
 Per setting (e.g. ``in-domain`` and ``out-of-domain``: another prior, lacking some of the teacher's
 classes, whose accuracy on them is reported), two comparisons, each one ``fastad distill`` run per
-(method, seed) in its own folder, plus the one-lever sweep rows at equal images:
+(method, seed) in its own folder; a method is a recipe (:mod:`fastad.config.recipes`):
 
 - ``images``: every method synthesises the same number of images (a fixed round count);
 - ``time``: every method gets the same synthesis + training budget (``distillation.max_seconds``)
@@ -25,25 +25,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fastad.bench.flops import matmul_flops_per_second, synthesis_flops_per_image
+from fastad.bench.plot import plot_bench
 from fastad.config import Config, load_config
-from fastad.config.recipes import ALL_SETS, BASE_RECIPE, METHOD_SETS, SWEEP_SETS
+from fastad.config.recipes import RECIPES, recipe_sets
 from fastad.errors import UserError
 from fastad.utils.runtime import resolve_device, set_threads
 
 REFERENCES = ("teacher", "real-kd")
-METHODS = (*METHOD_SETS, *REFERENCES, *SWEEP_SETS)
+METHODS = (*RECIPES, *REFERENCES)
 COMPARISONS = ("images", "time")
 # Time comparison: rounds (or real-KD steps) the budget ends long before; the lr schedule follows the budget.
 UNREACHABLE_ROUNDS = 100_000
 # --quick: tiny everything, for the tests (applied before the user's --set, which still wins).
 QUICK_SETS = ["distillation.epochs=2", "distillation.synthesis_batch_size=16", "distillation.train_batch_size=32",
-              "distillation.train_iterations=5", "distillation.deepinversion_iterations=2",
+              "distillation.train_iterations=5", "deepinversion.iterations=2",
               "fast_ad.ddim_steps=2", "distillation.evaluate_teacher=false", "logging.tensorboard=false"]
 QUICK_BUDGET, QUICK_TIME_ROUNDS = 1.0, 50
 # The full bench's run size (before the user's --set): 6 rounds x 64 images, 40 KD steps of batch 64 per
 # round; both settings take about two hours on 2 cores (one process per setting, one thread each).
 BENCH_SETS = ["distillation.epochs=6", "distillation.train_iterations=40", "distillation.train_batch_size=64",
-              "distillation.deepinversion_iterations=100",
+              "deepinversion.iterations=100",
               "distillation.eval_every=1000", "distillation.evaluate_teacher=false", "logging.tensorboard=false"]
 BENCH_BUDGET = 60.0
 
@@ -53,7 +54,6 @@ class BenchSpec:
     config: str | None
     sets: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    sweep_seeds: list[int] | None = None  # seeds of the one-lever sweep rows; None = the first of ``seeds``
     budget_seconds: float = BENCH_BUDGET
     images: int | None = None  # None: the config's epochs x synthesis_batch_size
     methods: list[str] = field(default_factory=lambda: list(METHODS))
@@ -67,8 +67,7 @@ class BenchSpec:
 
 def _config(spec: BenchSpec, extra: list[str]) -> Config:
     size = QUICK_SETS if spec.quick else [] if spec.config_size else BENCH_SETS
-    base = [] if spec.config_size else BASE_RECIPE
-    return load_config(spec.config, [*size, *base, *spec.sets, "logging.progress=false", *extra])
+    return load_config(spec.config, [*size, *spec.sets, "logging.progress=false", *extra])
 
 
 def unseen_classes(cfg: Config) -> list[int]:
@@ -106,7 +105,7 @@ def _distill_run(cfg: Config, out: Path) -> dict:
 def _teacher_run(cfg: Config, out: Path) -> dict:
     """The teacher's own test top-1 (a reference row)."""
     from fastad.data import load_dataset
-    from fastad.distill.loop import load_teacher
+    from fastad.distill import load_teacher
     from fastad.train.evaluate import accuracy_report, predict
     from fastad.utils.io import atomic_json
 
@@ -132,7 +131,7 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
     from fastad.baselines import train_student_on_real
     from fastad.config import save_config
     from fastad.data import load_dataset
-    from fastad.distill.loop import load_teacher
+    from fastad.distill import load_teacher
     from fastad.models import create_model
     from fastad.utils.io import atomic_json
     from fastad.utils.runtime import seed_everything
@@ -205,12 +204,10 @@ def run_bench(spec: BenchSpec) -> dict:
                          "prior": d.diffusion_checkpoint, "overrides": setting_sets}
         prefix = out / setting
         for method in spec.methods:
-            comparisons = ("-",) if method == "teacher" else \
-                [c for c in (("images",) if method in SWEEP_SETS else COMPARISONS) if c in spec.comparisons]
+            comparisons = ("-",) if method == "teacher" else [c for c in COMPARISONS if c in spec.comparisons]
             for comparison in comparisons:
                 runs = []
-                seeds = spec.seeds[:1] if method == "teacher" else \
-                    (spec.sweep_seeds or spec.seeds[:1]) if method in SWEEP_SETS else spec.seeds
+                seeds = spec.seeds[:1] if method == "teacher" else spec.seeds
                 for seed in seeds:
                     folder = prefix / method / comparison / f"seed{seed}"
                     print(f"fastad bench: {setting} / {method} / {comparison} / seed {seed} -> {folder}", flush=True)
@@ -218,11 +215,12 @@ def run_bench(spec: BenchSpec) -> dict:
                         runs.append({**_teacher_run(base, folder), "seed": seed})
                         continue
                     sets, steps, budget = plans[comparison]
-                    cfg = _config(spec, [*setting_sets, *sets, f"run.seed={seed}", *ALL_SETS.get(method, [])])
+                    recipe = recipe_sets(method) if method in RECIPES else []
+                    cfg = _config(spec, [*setting_sets, *sets, f"run.seed={seed}", *recipe])
                     runs.append({**(_real_kd_run(cfg, folder, steps=steps, max_seconds=budget) if method == "real-kd"
                                     else _distill_run(cfg, folder)), "seed": seed})
                 rows.append(_row(setting, method, comparison, spec, runs, unseen))
-    # Efficiency (DESIGN.md section 5): counted synthesis FLOPs per image x measured images/s, over this
+    # Efficiency: counted synthesis FLOPs per image x measured images/s, over this
     # machine's float32 matmul rate, measured now with the runs' thread setting.
     base = _config(spec, [])
     set_threads(base.run.threads)
@@ -230,14 +228,15 @@ def run_bench(spec: BenchSpec) -> dict:
     flops: dict[tuple[str, str], float] = {}
     for r in rows:
         key = (r["setting"], r["method"])
-        if r["method"] in ALL_SETS and key not in flops:
-            flops[key] = synthesis_flops_per_image(_config(spec, [*spec.settings[r["setting"]], *ALL_SETS[r["method"]]]))
+        if r["method"] in RECIPES and key not in flops:
+            flops[key] = synthesis_flops_per_image(_config(spec, [*spec.settings[r["setting"]],
+                                                                  *recipe_sets(r["method"])]))
         if key in flops and r["synthesis_images_per_second"] is not None:
             achieved = flops[key] * r["synthesis_images_per_second"]
             r.update({"synthesis_flops_per_image": flops[key], "synthesis_flops_per_second": achieved,
                       "matmul_efficiency": achieved / peak})
     result = {"spec": asdict(spec), "settings": meta, "budget_seconds": spec.budget_seconds,
-              "deepinversion_iterations": base.distillation.deepinversion_iterations,
+              "deepinversion_iterations": base.deepinversion.iterations,
               "matmul_flops_per_second": peak, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -314,44 +313,10 @@ def format_table(result: dict) -> str:
     seeds = result["spec"]["seeds"]
     out.append(f"`time` = every method gets {result['budget_seconds']:g} s of synthesis + training "
                "(`distillation.max_seconds`; real-kd: training), with the lr schedule ending with the budget. "
-               f"Student top-1 is the mean ± std over seeds {seeds} (sweep rows: seeds "
-               f"{result['spec']['sweep_seeds'] or seeds[:1]}); unseen classes = mean per-class top-1 on the "
+               f"Student top-1 is the mean ± std over seeds {seeds}; unseen classes = mean per-class top-1 on the "
                "teacher's classes the prior never saw. wall s = synthesis + training + evaluation, mean per run. "
                "Synthesis FLOP/s = FLOPs per image (FlopCounterMode's formulas: prior forwards, teacher "
                "forward/backward) x images/s, against this machine's float32 matmul rate measured in this "
                f"invocation: {result['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s. real-kd trains the same student "
                "by KD on the teacher's real training images: a reference, not a data-free method.")
     return "\n".join(out) + "\n"
-
-
-def plot_bench(result: dict, path: Path) -> None:
-    """``bench.png``: student top-1 against wall-clock seconds per run, one panel per setting (mean ± std
-    over seeds; filled markers = equal time, open = equal images; methods and references, not the sweep)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    settings = list(result["settings"])
-    fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 4.8), squeeze=False)
-    colours: dict[str, str] = {}
-    for ax, setting in zip(axes[0], settings):
-        teacher = [r for r in result["rows"] if r["setting"] == setting and r["method"] == "teacher"]
-        if teacher:
-            ax.axhline(teacher[0]["top1_mean"], color="grey", ls="--", lw=1, label="teacher")
-        for r in result["rows"]:
-            if r["setting"] != setting or r["method"] == "teacher" or r["method"] in SWEEP_SETS:
-                continue  # the sweep rows are in the table; the plot keeps the methods legible
-            c = colours.setdefault(r["method"], f"C{len(colours) % 10}")
-            filled = r["comparison"] == "time"
-            ax.errorbar(r["wall_seconds"], r["top1_mean"], yerr=r["top1_std"], fmt="o" if filled else "s",
-                        color=c, mfc=c if filled else "none", capsize=2, label=f"{r['method']} ({r['comparison']})")
-        ax.set_xscale("log")
-        ax.set_xlabel("wall-clock seconds per run (synthesis + training + evaluation)")
-        ax.set_ylabel("student top-1 (%)")
-        ax.set_title(setting)
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,4 +1,4 @@
-"""FIFO replay buffer of synthetic images over preallocated CPU tensors (DESIGN.md section 2, Sec. 3.5).
+"""FIFO replay buffer of synthetic images over preallocated CPU tensors (the paper's Sec. 3.5; docs/method.md).
 
 Images arrive in prior space [-1, 1] and are stored compactly: ``uint8`` (``round((x + 1) / 2 * 255)``,
 max abs error 1/255 in [-1, 1] space, half a quantisation step of 2/255) or ``float16`` (max abs

@@ -16,7 +16,8 @@ SETTINGS = ("in-domain", "out-of-domain")
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bench", help="compare CADR, fixed, unguided and DeepInversion synthesis (plus teacher and real-data KD)",
+        "bench", help="run every recipe (unguided, CADR, DeepInversion, ...) against the teacher and real-data KD, "
+                      "at equal images and equal time (default: the embedded Fashion-MNIST job, in and out of domain)",
         description="One fastad distill run per (method, comparison, seed): 'images' gives every method the same "
                     "number of synthesised images, 'time' the same synthesis + training budget. References: the "
                     "teacher, and real-kd (the same student by KD on the real training images: not data-free). "
@@ -29,8 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
                    help="override one config value for every run (repeatable)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds per method (default 0 1 2; --quick: 0)")
-    p.add_argument("--sweep-seeds", type=int, nargs="+", help="seeds of the one-lever sweep rows (equal images "
-                   "only; default: the first of --seeds)")
     p.add_argument("--budget-seconds", type=float, help=f"synthesis + training seconds per run in the 'time' "
                    f"comparison (default {BENCH_BUDGET:g}; --quick: {QUICK_BUDGET:g})")
     p.add_argument("--images", type=int, help="images each method synthesises in the 'images' comparison "
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
     if args.settings:
         settings = {k: v for k, v in settings.items() if k in args.settings}
     spec = BenchSpec(config=args.config, sets=list(args.set), out=args.out, quick=args.quick,
-                     seeds=args.seeds or ([0] if args.quick else [0, 1, 2]), sweep_seeds=args.sweep_seeds,
+                     seeds=args.seeds or ([0] if args.quick else [0, 1, 2]),
                      budget_seconds=(QUICK_BUDGET if args.quick else BENCH_BUDGET) if args.budget_seconds is None
                      else args.budget_seconds,
                      images=args.images, methods=list(args.methods or METHODS), settings=settings,

@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 
 from fastad.cli.common import add_config_flags, config_from_args, resumed_config, use_embedded_default
-from fastad.config.recipes import ALL_SETS, METHOD_SETS, recipe_overrides
+from fastad.config.recipes import RECIPES, recipe_sets
 from fastad.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "distill", help="synthesise with a guided diffusion prior and distil a student, online",
-        description="Fast-AD: every round synthesises images with CADR-guided DDIM into a FIFO replay buffer, "
-                    "then trains the student by KD on buffer batches; evaluates on the real test split only. "
-                    "Writes config.yaml, metrics.jsonl, TensorBoard events, grids/, last.pt, best.pt, "
-                    "student.safetensors and summary.json.",
+        "distill", help="distil a student from a teacher and a diffusion prior, online (default: the embedded "
+                        "Fashion-MNIST job, unguided DDIM)",
+        description="Every round synthesises images with DDIM from the prior (guided by the teacher as the config's "
+                    "fast_ad/guidance/routing sections or --recipe say; the embedded default is unguided) into a "
+                    "FIFO replay buffer, then trains the student by KD on buffer batches; evaluates on the real "
+                    "test split only. Writes config.yaml, metrics.jsonl, TensorBoard events, grids/, last.pt, "
+                    "best.pt, student.safetensors and summary.json.",
         epilog="example: fastad distill --config configs/fashion_mnist.yaml --teacher runs/teacher/teacher.safetensors "
                "--prior models/fmnist_prior_50k60k --out runs/distill",
     )
@@ -24,10 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                  "teacher and prior (configs/fashion_mnist.yaml), or with the --teacher / --prior given")
     p.add_argument("--teacher", metavar="FILE", help="teacher checkpoint (distillation.teacher_checkpoint)")
     p.add_argument("--prior", metavar="DIR", help="diffusers-format prior folder (distillation.diffusion_checkpoint)")
-    p.add_argument("--recipe", metavar="NAME", choices=list(ALL_SETS),
-                   help="a measured synthesis recipe, as the bench runs it (docs/guidance.md), applied before --set: "
-                        + ", ".join(METHOD_SETS) + " (or a bench sweep row)")
-    p.add_argument("--guidance", choices=("cadr", "fixed", "target", "none"), help="guidance mode (fast_ad.guidance)")
+    p.add_argument("--recipe", metavar="NAME",
+                   help="a complete synthesis recipe, as the bench runs it (docs/results.md), applied before --set: "
+                        + ", ".join(RECIPES) + " (cadr is the paper's)")
+    p.add_argument("--guidance", choices=("cadr", "fixed", "none"), help="guidance mode (fast_ad.guidance)")
     p.add_argument("--save-images", choices=("png", "npz"), help="export every synthesised image (distillation.save_images)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt (with --epochs: extend it)")
     p.set_defaults(run=run)
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> None:
     else:
         if not args.config:
             use_embedded_default(args, "distill", own={"teacher": args.teacher, "prior": args.prior})
-        recipe = recipe_overrides(args.recipe) if args.recipe else []
+        recipe = recipe_sets(args.recipe) if args.recipe else []
         args.set = recipe + list(args.set)  # the user's --set and the flags below still win
         flags = {"distillation.teacher_checkpoint": args.teacher, "distillation.diffusion_checkpoint": args.prior,
                  "fast_ad.guidance": args.guidance, "distillation.save_images": args.save_images}

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from fastad.diffusion import load_prior
-    from fastad.diffusion.sampling import balanced_labels, classify, sample_prior
+    from fastad.diffusion.sampling import cyclic_labels, sample_prior
+    from fastad.train.evaluate import classify
     from fastad.errors import UserError
     from fastad.utils.images import save_grid, to_uint8, view_scale
     from fastad.utils.runtime import resolve_device, set_threads
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> None:
         given = torch.tensor(args.class_labels) if args.class_labels else torch.arange(K)
         if bool(((given < 0) | (given >= K)).any()):
             raise UserError(f"--class-labels must lie in [0, {K}), got {given.tolist()}")
-        labels = given[balanced_labels(args.n, len(given))]  # repeat the list over the n images
+        labels = given[cyclic_labels(args.n, len(given))]  # repeat the list over the n images
     elif args.class_labels:
         raise UserError(f"prior '{args.prior}' is unconditional; --class-labels needs a class-conditional prior")
 

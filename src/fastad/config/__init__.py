@@ -6,13 +6,12 @@ from fastad.config.schema import (
     DataConfig,
     DiffusionConfig,
     DistillationConfig,
-    FastADConfig,
     LoggingConfig,
     RunConfig,
     TeacherTrainingConfig,
 )
 
 __all__ = [
-    "Config", "DataConfig", "DiffusionConfig", "DistillationConfig", "FastADConfig", "LoggingConfig",
+    "Config", "DataConfig", "DiffusionConfig", "DistillationConfig", "LoggingConfig",
     "RunConfig", "TeacherTrainingConfig", "format_config", "from_dict", "load_config", "save_config", "to_dict",
 ]

@@ -7,13 +7,11 @@ the key, the value and what is allowed. The resolved config is written to every 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
 
-from fastad.config.fields import coerce
 from fastad.config.schema import Config
 from fastad.errors import UserError
 
@@ -76,16 +74,13 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
         if not isinstance(values, dict):
             raise UserError(f"config section '{section}': expected a mapping of keys, got {values!r}")
         cls = sections[section].default_factory  # type: ignore[misc]
-        hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        args = {}
-        for name, value in values.items():
+        fields = [f.name for f in dataclasses.fields(cls)]
+        for name in values:
             if name not in fields:
                 raise UserError(
                     f"unknown config key '{section}.{name}'; valid keys in '{section}': {', '.join(fields)}"
                 )
-            args[name] = coerce(f"{section}.{name}", value, fields[name], hints[name])
-        kwargs[section] = cls(**args)
+        kwargs[section] = cls(**values)  # each section validates its own values
     return Config(**kwargs)
 
 
@@ -103,6 +98,9 @@ def check(cfg: Config) -> None:
         raise UserError(
             f"config key 'diffusion.beta_end': got {d.beta_end:g}; expected > diffusion.beta_start ({d.beta_start:g})"
         )
+    if cfg.guidance.rule == "x0" and cfg.fast_ad.grad_mode == "full":
+        raise UserError("config key 'fast_ad.grad_mode': got 'full' but guidance.rule 'x0' differentiates at the "
+                        "preview; use tweedie (or guidance.rule eps)")
     dev = cfg.run.device
     if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise UserError(f"config key 'run.device': got {dev!r}; expected auto, cpu, cuda, cuda:N or mps")

@@ -1,82 +1,73 @@
-"""Named distillation recipes: config overrides that change only the synthesis.
+"""Named synthesis recipes: complete specifications of how a run makes its images.
 
-``METHOD_SETS`` are the bench's methods, ``SWEEP_SETS`` its one-lever sweep rows (docs/guidance.md
-measures each). ``fastad bench`` runs them; ``fastad distill --recipe NAME`` applies one, on top of
-:data:`BASE_RECIPE`, to any config.
+A recipe sets every key of :data:`SYNTHESIS_KEYS` (the guidance, its rule, the routing and the
+sampler): the paper's values (the sections' defaults) with the recipe's own changes on top. So
+``fastad distill --recipe NAME`` makes the same synthesis whatever the config says, and ``fastad
+bench`` runs the same recipes by name. Keys that size a run or describe the data (``ddim_steps``,
+``tau_ent``, ``T``, ``deepinversion.iterations``) stay with the config. docs/results.md measures
+each recipe; docs/research/guidance.md records the ones that were tried and removed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+import yaml
+
+from fastad.config.schema import Config
 from fastad.errors import UserError
 
-# Config overrides per distillation method: only the synthesis changes between them.
-_DIFFUSION = ["distillation.synthesizer=diffusion"]
-_X0 = [*_DIFFUSION, "fast_ad.guidance=fixed", "fast_ad.rule=x0", "fast_ad.lambda_max=1.0", "fast_ad.inner_steps=3",
-       "fast_ad.x0_step=0.1"]
-METHOD_SETS: dict[str, list[str]] = {
-    "none": [*_DIFFUSION, "fast_ad.guidance=none"],
-    # Unguided without the preview clamp: the baseline with the same clamp setting as cadr-routed.
-    "none-noclip": [*_DIFFUSION, "fast_ad.guidance=none", "fast_ad.clip_x0=false"],
-    "cadr": [*_DIFFUSION, "fast_ad.guidance=cadr", "fast_ad.grad_mode=tweedie"],
-    "cadr-full": [*_DIFFUSION, "fast_ad.guidance=cadr", "fast_ad.grad_mode=full"],
-    "fixed": [*_DIFFUSION, "fast_ad.guidance=fixed", "fast_ad.grad_mode=tweedie"],
-    "deepinversion": ["distillation.synthesizer=deepinversion"],
-    # Recipes beyond the paper (docs/guidance.md): gradient steps on the preview (rule x0).
-    "x0": _X0,
-    # The paper's CADR without the preview clamp, aimed only at classes the prior does not make
-    # (fast_ad.guide_classes: uncovered) in half of each batch; the other half is plain DDIM.
-    # eta 0.3 (the paper: 0.1) from single-seed out-of-domain pilots at 0.1 / 0.3 / 0.6 (docs/guidance.md).
-    "cadr-routed": [*_DIFFUSION, "fast_ad.guidance=cadr", "fast_ad.clip_x0=false", "fast_ad.guide_classes=uncovered",
-                    "fast_ad.guided_fraction=0.5", "fast_ad.eta=0.3"],
-    # cadr-routed whose gradient is low-passed (4 x 4 block means) and taken on randomly shifted / flipped
-    # views of the preview: guidance that changes shapes, not pixel textures. Chosen on held-out seeds
-    # 10-14 (out of domain) before the bench's seeds ran (docs/guidance.md, "Pilots").
-    "cadr-routed-lowpass": [*_DIFFUSION, "fast_ad.guidance=cadr", "fast_ad.clip_x0=false",
-                            "fast_ad.guide_classes=uncovered", "fast_ad.guided_fraction=0.5", "fast_ad.eta=0.3",
-                            "fast_ad.grad_pool=4", "fast_ad.view_augment=true"],
-    # The x0 rule (clamp on, no BN term), routed, with the low-pass gradient and steps of RMS 0.3 per pixel:
-    # the pilots' best overall out of domain (docs/guidance.md, "Pilots").
-    "x0-routed-lowpass": [*_X0, "fast_ad.guide_classes=uncovered", "fast_ad.guided_fraction=0.5", "fast_ad.grad_pool=4",
-                          "fast_ad.x0_step=0.3", "fast_ad.bn_weight=0"],
-    # x0-routed-lowpass with one step per timestep on a randomised-smoothing teacher (its loss averaged over
-    # 4 copies of the preview with N(0, 0.6^2) noise): the best of the session-4 pilots on seeds 10-14.
-    "x0-routed-smooth": [*_X0, "fast_ad.guide_classes=uncovered", "fast_ad.guided_fraction=0.5", "fast_ad.grad_pool=4",
-                         "fast_ad.x0_step=0.3", "fast_ad.bn_weight=0", "fast_ad.inner_steps=1",
-                         "fast_ad.smooth_samples=4", "fast_ad.smooth_sigma=0.6"],
+# Keys a recipe sets: section -> keys (None: the whole section).
+_SYNTHESIS = {
+    "distillation": ["synthesizer"],
+    "fast_ad": ["lambda_max", "eta", "k_sigmoid", "xi", "gamma", "guidance", "grad_mode", "beta_adv"],
+    "sampler": None,
+    "guidance": None,
+    "routing": None,
+    "deepinversion": ["lr", "tv_l2", "l2"],
 }
-# One lever at a time, measured at equal images only (the sweep): the preview clamp, eta, routing,
-# DDIM steps, the step-count strength scaling, recurrence, mixing, the t window, the BN weight and
-# the adversarial term.
-SWEEP_SETS: dict[str, list[str]] = {
-    "cadr-noclip": [*METHOD_SETS["cadr"], "fast_ad.clip_x0=false"],
-    "cadr-noclip-eta0.3": [*METHOD_SETS["cadr"], "fast_ad.clip_x0=false", "fast_ad.eta=0.3"],
-    "cadr-routed-eta0.1": [*METHOD_SETS["cadr-routed"], "fast_ad.eta=0.1"],
-    "cadr-25": [*METHOD_SETS["cadr"], "fast_ad.ddim_steps=25"],
-    "cadr-50": [*METHOD_SETS["cadr"], "fast_ad.ddim_steps=50"],
-    "cadr-50-scaled": [*METHOD_SETS["cadr"], "fast_ad.ddim_steps=50", "fast_ad.strength_ref_steps=10"],
-    "x0-rec": [*_X0, "fast_ad.recurrence=1"],
-    "x0-mix": [*_X0, "fast_ad.guided_fraction=0.5"],
-    "x0-late": [*_X0, "fast_ad.t_window=[0.0,0.5]"],
-    "x0-bn0": [*_X0, "fast_ad.bn_weight=0"],
-    "x0-adv": [*_X0, "fast_ad.beta_adv=1.0"],
-    # The two levers of cadr-routed-lowpass one at a time, and its gate replaced by the target gate.
-    "routed-lowpass-noviews": [*METHOD_SETS["cadr-routed"], "fast_ad.grad_pool=4"],
-    "routed-views": [*METHOD_SETS["cadr-routed"], "fast_ad.view_augment=true"],
-    "routed-lowpass-target": [*METHOD_SETS["cadr-routed-lowpass"], "fast_ad.guidance=target"],
-    # The smoothing lever alone: x0-routed-smooth without it, and cadr-routed-lowpass with it.
-    "x0-routed-smooth-nonoise": [*METHOD_SETS["x0-routed-smooth"], "fast_ad.smooth_samples=1", "fast_ad.smooth_sigma=0"],
-    "routed-lowpass-smooth": [*METHOD_SETS["cadr-routed-lowpass"], "fast_ad.smooth_samples=4", "fast_ad.smooth_sigma=0.6"],
+
+
+def _keys() -> list[str]:
+    sections = {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+    return [f"{sec}.{f.name}" for sec, names in _SYNTHESIS.items()
+            for f in dataclasses.fields(sections[sec]) if names is None or f.name in names]
+
+
+#: Every config key a recipe sets, as ``section.key``.
+SYNTHESIS_KEYS: list[str] = _keys()
+
+#: Recipe name -> its changes from the paper (the defaults of :data:`SYNTHESIS_KEYS`).
+RECIPES: dict[str, dict[str, Any]] = {
+    # Unguided DDIM with the preview clamp (the shipped priors' clip_sample); the teacher labels the
+    # images through KD. The embedded default's recipe.
+    "none": {"fast_ad.guidance": "none", "sampler.clip_x0": True},
+    "none-noclip": {"fast_ad.guidance": "none"},
+    # The paper exactly (section 4.1): CADR, eps rule, Tweedie gradient.
+    "cadr": {},
+    # The paper with the gradient back-propagated through the UNet (its "full" mode).
+    "cadr-full": {"fast_ad.grad_mode": "full"},
+    # The paper without the confidence gate: lam = lambda_max for every sample.
+    "fixed": {"fast_ad.guidance": "fixed"},
+    # The baseline: pixels optimised from noise against the teacher (Yin et al. 2020); no prior.
+    "deepinversion": {"distillation.synthesizer": "deepinversion"},
+    # For a prior that lacks classes: guide only the classes it does not make (half of each batch), one
+    # normalised step of RMS 0.3 per pixel on the clamped preview per timestep, no BN term, the gradient
+    # low-passed over 4 x 4 blocks and taken on a teacher smoothed over 4 copies with N(0, 0.6^2) noise.
+    "x0-routed-smooth": {"fast_ad.guidance": "fixed", "fast_ad.lambda_max": 1.0, "sampler.clip_x0": True,
+                         "guidance.rule": "x0", "guidance.x0_step": 0.3, "guidance.bn_weight": 0.0,
+                         "guidance.grad_pool": 4, "guidance.smooth_samples": 4, "guidance.smooth_sigma": 0.6,
+                         "routing.guide_classes": "uncovered", "routing.guided_fraction": 0.5},
 }
-ALL_SETS: dict[str, list[str]] = {**METHOD_SETS, **SWEEP_SETS}
-
-# Every method starts from the paper's recipe, whatever the config's own choice (the embedded default
-# ships a measured recipe): the methods and sweep rows change only what they name.
-BASE_RECIPE = ["fast_ad.guidance=cadr", "fast_ad.eta=0.1", "fast_ad.clip_x0=true", "fast_ad.guide_classes=all",
-               "fast_ad.guided_fraction=1.0"]
 
 
-def recipe_overrides(name: str) -> list[str]:
-    """``BASE_RECIPE`` then the recipe's own overrides (the user's ``--set`` goes after these)."""
-    if name not in ALL_SETS:
-        raise UserError(f"--recipe: got {name!r}; choose one of {', '.join(ALL_SETS)}")
-    return [*BASE_RECIPE, *ALL_SETS[name]]
+def recipe_sets(name: str) -> list[str]:
+    """The ``section.key=value`` overrides that set every synthesis key to recipe ``name``'s value."""
+    if name not in RECIPES:
+        raise UserError(f"--recipe: got {name[:80]!r}; choose one of {', '.join(RECIPES)}")
+    paper = Config()
+    values = {k: getattr(getattr(paper, k.split(".")[0]), k.split(".")[1]) for k in SYNTHESIS_KEYS}
+    values.update(RECIPES[name])
+    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in values.items()]

@@ -2,8 +2,9 @@
 digits; batched augmentation; batching. See ``load_dataset`` and ``dataset_info``."""
 
 from fastad.data.augment import augment, normalize, to_float
-from fastad.data.dataset import ImageDataset, iterate_batches, load_dataset
-from fastad.data.info import DATASETS, DatasetInfo, dataset_info, dataset_names
+from fastad.data.dataset import ImageDataset, dataset_info, iterate_batches, load_dataset
+from fastad.data.info import DATASETS, DatasetInfo, dataset_names
+from fastad.data.view import make_view
 
 __all__ = ["DATASETS", "DatasetInfo", "ImageDataset", "augment", "dataset_info", "dataset_names",
-           "iterate_batches", "load_dataset", "normalize", "to_float"]
+           "iterate_batches", "load_dataset", "make_view", "normalize", "to_float"]

@@ -9,6 +9,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from fastad.data.imagefolder import imagefolder_info
 from fastad.data.info import (DATASETS, DatasetInfo, SplitReader, check_name, check_selection,
                               check_split)
 from fastad.errors import UserError
@@ -41,6 +42,18 @@ class ImageDataset:
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(uint8 [C, H, W], int64 label)."""
         return self.images[i], self.labels[i]
+
+
+def dataset_info(name: str, *, root: str | None = None) -> DatasetInfo:
+    """The :class:`DatasetInfo` of ``name``; ``imagefolder`` reads its classes from ``root``.
+
+    To use other statistics (e.g. for an image folder), ``dataclasses.replace(info, mean=...,
+    std=...)``.
+    """
+    check_name(name)
+    if name == "imagefolder":
+        return imagefolder_info(root)
+    return DATASETS[name]
 
 
 def _reader(name: str, root: Path | None, split: str) -> SplitReader:

@@ -101,20 +101,6 @@ def check_split(split: str) -> None:
         raise UserError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
 
 
-def dataset_info(name: str, *, root: str | None = None) -> DatasetInfo:
-    """The :class:`DatasetInfo` of ``name``; ``imagefolder`` reads its classes from ``root``.
-
-    To use other statistics (e.g. for an image folder), ``dataclasses.replace(info, mean=...,
-    std=...)``.
-    """
-    check_name(name)
-    if name == "imagefolder":
-        from fastad.data.imagefolder import imagefolder_info
-
-        return imagefolder_info(root)
-    return DATASETS[name]
-
-
 class SplitReader(Protocol):
     """One split of a dataset on disk, read in two phases so that selection can happen on labels
     before any image is decoded."""

@@ -1,6 +1,7 @@
 """Diffusion priors and DDIM sampling."""
 
-from fastad.diffusion.ddim import FINAL_ABARS, SPACINGS, EpsFn, ddim_sample, ddim_step, ddim_timesteps
+from fastad.diffusion.ddim import (FINAL_ABARS, SPACINGS, EpsFn, SamplerConfig, ddim_move, ddim_noise, ddim_preview,
+                                  ddim_sample, ddim_schedule, ddim_step, ddim_timesteps)
 from fastad.diffusion.prior import BETA_SCHEDULES, PREDICTION_TYPES, Prior, build_unet, load_prior, save_prior
 
 __all__ = [
@@ -10,8 +11,13 @@ __all__ = [
     "SPACINGS",
     "EpsFn",
     "Prior",
+    "SamplerConfig",
     "build_unet",
+    "ddim_move",
+    "ddim_noise",
+    "ddim_preview",
     "ddim_sample",
+    "ddim_schedule",
     "ddim_step",
     "ddim_timesteps",
     "load_prior",

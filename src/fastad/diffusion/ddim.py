@@ -1,7 +1,9 @@
-"""DDIM sampling as pure functions over an ``eps_fn`` callable (DESIGN.md section 2, step 9).
+"""DDIM sampling as pure functions over an ``eps_fn`` callable (Eq. 7; docs/method.md, step 9).
 
-The sampler knows nothing of teachers, buffers or conditioning: guidance (CADR) wraps ``eps_fn``
-and returns a new one, the sampler never forks (k-diffusion ``sampling.py`` habit).
+The sampler knows nothing of teachers, buffers or conditioning: guidance that rectifies the noise
+(CADR) wraps ``eps_fn`` and returns a new one, and guidance that changes the loop has a sampler of
+its own built from the same pieces (:func:`ddim_schedule`, :func:`ddim_preview`, :func:`ddim_move`).
+:class:`SamplerConfig` is the ``sampler`` config section, owned here.
 
 Agreement with diffusers' ``DDIMScheduler`` (tested in ``tests/test_ddim.py``):
 
@@ -19,15 +21,18 @@ Agreement with diffusers' ``DDIMScheduler`` (tested in ``tests/test_ddim.py``):
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Union
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from fastad.errors import UserError
+from fastad.options import Section, option
 
-__all__ = ["SPACINGS", "FINAL_ABARS", "EpsFn", "ddim_timesteps", "ddim_step", "ddim_sample"]
+__all__ = ["SPACINGS", "FINAL_ABARS", "EpsFn", "SamplerConfig", "ddim_timesteps", "ddim_schedule", "ddim_preview",
+           "ddim_move", "ddim_step", "ddim_noise", "ddim_sample"]
 
 SPACINGS = ("leading", "trailing", "linspace")
 FINAL_ABARS = ("one", "first")
@@ -35,6 +40,24 @@ FINAL_ABARS = ("one", "first")
 #: ``eps_fn(x_t [B, C, H, W], t [B] long) -> eps [B, C, H, W]``
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 Abar = Union[float, Tensor]
+
+
+@dataclass
+class SamplerConfig(Section):
+    """The ``sampler`` section: how DDIM walks the prior's schedule (the step count is ``fast_ad.ddim_steps``)."""
+
+    section = "sampler"
+    ddim_eta: float = option(0.0, "DDIM stochasticity (0 = deterministic DDIM); not the paper's fast_ad.eta", ge=0)
+    spacing: str = option("leading", "timestep spacing, as diffusers' timestep_spacing",
+                          choices=("leading", "trailing", "linspace"))
+    clip_x0: bool = option(False, "clamp the preview x0_hat to [-1, 1] in the update (diffusers' clip_sample)")
+    final_abar: str = option("one", "abar of the last step's target: 'one' or 'first' = alphas_cumprod[0] "
+                             "(diffusers' set_alpha_to_one true / false)", choices=("one", "first"))
+    steps_offset: int = option(0, "added to every 'leading' timestep (diffusers' steps_offset)", ge=0)
+
+    def timesteps(self, num_train_timesteps: int, num_steps: int) -> Tensor:
+        """This sampler's descending timesteps (:func:`ddim_timesteps`)."""
+        return ddim_timesteps(num_train_timesteps, num_steps, spacing=self.spacing, steps_offset=self.steps_offset)
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -91,18 +114,57 @@ def _coef(abar: Abar, ndim: int) -> Tensor:
     return a
 
 
-def ddim_step(
-    x_t: Tensor,
-    eps: Tensor,
-    abar_t: Abar,
-    abar_prev: Abar,
-    *,
-    ddim_eta: float = 0.0,
-    noise: Optional[Tensor] = None,
-    clip_x0: bool = False,
-    x0_fn: Optional[Callable[[Tensor], Tensor]] = None,
+def ddim_preview(x_t: Tensor, eps: Tensor, abar_t: Abar) -> Tensor:
+    """Tweedie preview (Eq. 4): ``x0_hat = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t)``.
+
+    ``x_t``, ``eps`` ``[B, C, H, W]``; ``abar_t`` a float, 0-d tensor or ``[B]`` (coefficients in
+    float64). Returns ``x0_hat`` in the step dtype (float32, or float64 for a float64 ``x_t``).
+    """
+    dtype = torch.promote_types(x_t.dtype, torch.float32)  # never step in half precision
+    x_t, eps = x_t.to(dtype), eps.to(dtype)
+    a = _coef(abar_t, x_t.ndim)
+    return (x_t - (1 - a).sqrt().to(device=x_t.device, dtype=dtype) * eps) / a.sqrt().to(device=x_t.device, dtype=dtype)
+
+
+def ddim_move(
+    x0_hat: Tensor, eps: Tensor, abar_t: Abar, abar_prev: Abar, *, ddim_eta: float = 0.0,
+    noise: Optional[Tensor] = None, clip_x0: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """One DDIM update (Eq. 7) from ``t`` to the previous timestep.
+    """The DDIM update (Eq. 7) from a preview: ``(x_prev, x0_used)``.
+
+    ``x0_used`` is ``x0_hat``, clamped to [-1, 1] when ``clip_x0`` (diffusers' ``clip_sample``; ``eps``
+    is not re-derived from the clamped preview, as diffusers' ``use_clipped_model_output=False``).
+    ``x_prev = sqrt(abar_prev) * x0_used + sqrt(1 - abar_prev - sigma^2) * eps + sigma * noise`` with
+    ``sigma = ddim_eta * sqrt((1 - abar_prev) / (1 - abar_t)) * sqrt(1 - abar_t / abar_prev)``.
+    ``noise`` (standard normal, ``[B, C, H, W]``) is required when ``ddim_eta > 0``.
+    """
+    if not (math.isfinite(ddim_eta) and ddim_eta >= 0):
+        raise UserError(f"ddim_eta={ddim_eta!r} must be a finite number >= 0")
+    if ddim_eta > 0 and noise is None:
+        raise UserError(f"ddim_eta={ddim_eta} > 0 needs noise; pass noise=torch.randn_like(x_t)")
+    dtype = torch.promote_types(x0_hat.dtype, torch.float32)
+    x0_hat, eps = x0_hat.to(dtype), eps.to(dtype)
+    abar_t, abar_prev = _coef(abar_t, x0_hat.ndim), _coef(abar_prev, x0_hat.ndim)
+
+    def c(v: Tensor) -> Tensor:  # float64 coefficient -> step dtype on x's device
+        return v.to(device=x0_hat.device, dtype=dtype)
+
+    if clip_x0:
+        x0_hat = x0_hat.clamp(-1.0, 1.0)
+    sigma = torch.zeros_like(abar_prev)  # skip the formula at eta 0: it is 0/0 if abar_t == 1
+    if ddim_eta > 0:
+        sigma = ddim_eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).clamp(min=0).sqrt()
+    x_prev = c(abar_prev.sqrt()) * x0_hat + c((1 - abar_prev - sigma**2).clamp(min=0).sqrt()) * eps
+    if ddim_eta > 0:
+        x_prev = x_prev + c(sigma) * noise.to(device=x0_hat.device, dtype=dtype)
+    return x_prev, x0_hat
+
+
+def ddim_step(
+    x_t: Tensor, eps: Tensor, abar_t: Abar, abar_prev: Abar, *, ddim_eta: float = 0.0,
+    noise: Optional[Tensor] = None, clip_x0: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """One DDIM update (Eq. 7) from ``t`` to the previous timestep: :func:`ddim_preview` then :func:`ddim_move`.
 
     Args:
         x_t: ``[B, C, H, W]`` current sample.
@@ -111,43 +173,45 @@ def ddim_step(
             a 0-d tensor or one value per sample ``[B]``. Coefficients are computed in float64.
         ddim_eta: 0 = deterministic DDIM, 1 = DDPM-like ancestral noise.
         noise: ``[B, C, H, W]`` standard normal draws; required when ``ddim_eta > 0``.
-        clip_x0: clamp ``x0_hat`` to [-1, 1] before it is used (diffusers' ``clip_sample``); ``eps``
-            is not re-derived from the clamped ``x0_hat`` (diffusers' default
-            ``use_clipped_model_output=False``).
-        x0_fn: optional correction ``x0_hat -> x0_tilde`` applied to the preview before the clamp,
-            with ``eps`` kept as predicted (manifold-preserving guidance in the style of MPGD).
+        clip_x0: clamp ``x0_hat`` to [-1, 1] before it is used (diffusers' ``clip_sample``).
 
     Returns:
         ``(x_prev, x0_hat)``, both ``[B, C, H, W]`` in the step dtype (float32, or float64 when
         ``x_t`` is float64); ``x0_hat`` is the (clamped, if ``clip_x0``) preview that was used.
     """
-    if not (math.isfinite(ddim_eta) and ddim_eta >= 0):
-        raise UserError(f"ddim_eta={ddim_eta!r} must be a finite number >= 0")
-    if ddim_eta > 0 and noise is None:
-        raise UserError(f"ddim_eta={ddim_eta} > 0 needs noise; pass noise=torch.randn_like(x_t)")
-    dtype = torch.promote_types(x_t.dtype, torch.float32)  # never step in half precision
-    x_t, eps = x_t.to(dtype), eps.to(dtype)
-    abar_t, abar_prev = _coef(abar_t, x_t.ndim), _coef(abar_prev, x_t.ndim)
+    return ddim_move(ddim_preview(x_t, eps, abar_t), eps, abar_t, abar_prev, ddim_eta=ddim_eta, noise=noise,
+                     clip_x0=clip_x0)
 
-    def c(v: Tensor) -> Tensor:  # float64 coefficient -> step dtype on x's device
-        return v.to(device=x_t.device, dtype=dtype)
 
-    # 1. Preview (Tweedie, Eq. 4): x0_hat = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t).
-    x0_hat = (x_t - c((1 - abar_t).sqrt()) * eps) / c(abar_t.sqrt())
-    if x0_fn is not None:
-        x0_hat = x0_fn(x0_hat).to(dtype)
-    # 2. Optional clamp of the preview (diffusers' clip_sample); eps stays as predicted.
-    if clip_x0:
-        x0_hat = x0_hat.clamp(-1.0, 1.0)
-    # 3. sigma = ddim_eta * sqrt((1 - abar_prev) / (1 - abar_t)) * sqrt(1 - abar_t / abar_prev).
-    sigma = torch.zeros_like(abar_prev)  # skip the formula at eta 0: it is 0/0 if abar_t == 1
-    if ddim_eta > 0:
-        sigma = ddim_eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).clamp(min=0).sqrt()
-    # 4. Eq. 7: x_prev = sqrt(abar_prev) * x0_hat + sqrt(1 - abar_prev - sigma^2) * eps + sigma * noise.
-    x_prev = c(abar_prev.sqrt()) * x0_hat + c((1 - abar_prev - sigma**2).clamp(min=0).sqrt()) * eps
-    if ddim_eta > 0:
-        x_prev = x_prev + c(sigma) * noise.to(device=x_t.device, dtype=dtype)
-    return x_prev, x0_hat
+def ddim_schedule(alphas_cumprod: Tensor, timesteps: Tensor, *, final_abar: str = "one") -> Iterator[tuple[int, float, float]]:
+    """Validate a schedule and yield ``(t, abar_t, abar_prev)`` per step, ``abar`` read in float64.
+
+    Step ``i`` goes from ``t_i = timesteps[i]`` to ``timesteps[i + 1]``; the last step's ``abar_prev``
+    is 1 (``final_abar="one"``) or ``alphas_cumprod[0]`` (``"first"``).
+    """
+    _choice("final_abar", final_abar, FINAL_ABARS)
+    abar = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64)
+    ts = torch.as_tensor(timesteps).detach().cpu()
+    if abar.ndim != 1 or abar.numel() == 0:
+        raise UserError(f"alphas_cumprod has shape {tuple(abar.shape)}; expected [num_train_timesteps]")
+    if ts.ndim != 1 or ts.numel() == 0 or ts.is_floating_point():
+        raise UserError(f"timesteps must be a non-empty 1-D integer tensor, got {ts.dtype} {tuple(ts.shape)}")
+    if bool((ts[1:] >= ts[:-1]).any()) or int(ts.min()) < 0 or int(ts.max()) >= abar.numel():
+        raise UserError(f"timesteps must be strictly descending within [0, {abar.numel()}), got {ts.tolist()}")
+    final = 1.0 if final_abar == "one" else float(abar[0])
+    steps = ts.tolist()
+    for i, t in enumerate(steps):
+        yield t, float(abar[t]), float(abar[steps[i + 1]]) if i + 1 < len(steps) else final
+
+
+def ddim_noise(x_T: Tensor, ddim_eta: float, generator: Optional[torch.Generator]) -> Optional[Tensor]:
+    """One step's ancestral noise: ``None`` at ``ddim_eta == 0``, else a draw shaped like ``x_T`` made on
+    the generator's device (a CPU generator works for a GPU ``x_T``: drawn on CPU, then moved)."""
+    if ddim_eta <= 0:
+        return None
+    if generator is None:
+        raise UserError(f"ddim_eta={ddim_eta} > 0 needs an explicit torch.Generator (generator=...)")
+    return torch.randn(x_T.shape, generator=generator, device=generator.device, dtype=x_T.dtype)
 
 
 @torch.no_grad()
@@ -163,15 +227,8 @@ def ddim_sample(
     clip_x0: bool = False,
     callback: Optional[Callable[[int, int, Tensor, Tensor], None]] = None,
     progress: bool = False,
-    x0_fn: Optional[Callable[[Tensor, Tensor, Tensor], Tensor]] = None,
-    recurrence: int = 0,
-    recur_if: Optional[Callable[[int], bool]] = None,
 ) -> Tensor:
     """Run DDIM from ``x_T`` down the descending ``timesteps``; returns ``x_0``.
-
-    Step ``i`` goes from ``t_i = timesteps[i]`` to ``timesteps[i + 1]`` (``abar_prev`` =
-    ``alphas_cumprod[timesteps[i + 1]]``); the last step uses ``abar_prev = 1`` (``final_abar="one"``)
-    or ``alphas_cumprod[0]`` (``"first"``).
 
     Runs under ``torch.no_grad()`` (k-diffusion habit): an ``eps_fn`` that needs gradients (guidance)
     opens its own ``torch.enable_grad()``.
@@ -181,65 +238,31 @@ def ddim_sample(
         x_T: ``[B, C, H, W]`` starting noise; the device and output dtype follow it.
         alphas_cumprod: ``[T]`` schedule (float64 recommended); read on CPU in float64.
         timesteps: ``[n]`` descending LongTensor, e.g. from :func:`ddim_timesteps`.
-        ddim_eta: DDIM stochasticity (0 deterministic).
-        generator: source of the ``ddim_eta > 0`` noise. Each step draws
-            ``torch.randn(x_T.shape, generator=generator, device=generator.device, dtype=x_T.dtype)``
-            (so a CPU generator works for a GPU ``x_T``: drawn on CPU, then moved). One draw per step,
-            including steps where sigma is 0, so the stream is easy to reproduce.
+        ddim_eta: DDIM stochasticity (0 deterministic); each step then draws :func:`ddim_noise`
+            from ``generator``, after calling ``eps_fn``.
+        generator: source of the ``ddim_eta > 0`` noise.
         final_abar: ``"one"`` or ``"first"`` (diffusers' ``set_alpha_to_one`` True / False).
         clip_x0: clamp the preview to [-1, 1] (diffusers' ``clip_sample``).
         callback: ``callback(i, t, x_t, x0_hat)`` after each step, with ``x_t`` the sample the
             step started from and ``x0_hat`` its preview.
         progress: show a tqdm bar.
-        x0_fn: ``x0_fn(x_t, t [B], x0_hat) -> x0_tilde``, a guidance correction of each preview
-            (see :func:`ddim_step`).
-        recurrence: "time travel" (Universal Guidance, FreeDoM, TFG): after each step at a timestep
-            ``t`` where ``recur_if(t)`` holds (default: every step), re-noise ``x_prev`` back to
-            ``t`` (``x_t = sqrt(abar_t / abar_prev) x_prev + sqrt(1 - abar_t / abar_prev) n``) and
-            redo the step, this many extra times. Needs ``generator``; draws come after the step's own.
 
     Returns:
         ``[B, C, H, W]`` final sample in ``x_T``'s dtype.
     """
-    _choice("final_abar", final_abar, FINAL_ABARS)
-    abar = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64)
-    ts = torch.as_tensor(timesteps).detach().cpu()
-    if abar.ndim != 1 or abar.numel() == 0:
-        raise UserError(f"alphas_cumprod has shape {tuple(abar.shape)}; expected [num_train_timesteps]")
-    if ts.ndim != 1 or ts.numel() == 0 or ts.is_floating_point():
-        raise UserError(f"timesteps must be a non-empty 1-D integer tensor, got {ts.dtype} {tuple(ts.shape)}")
-    if bool((ts[1:] >= ts[:-1]).any()) or int(ts.min()) < 0 or int(ts.max()) >= abar.numel():
-        raise UserError(f"timesteps must be strictly descending within [0, {abar.numel()}), got {ts.tolist()}")
+    schedule = list(ddim_schedule(alphas_cumprod, timesteps, final_abar=final_abar))
     if ddim_eta > 0 and generator is None:
         raise UserError(f"ddim_eta={ddim_eta} > 0 needs an explicit torch.Generator (generator=...)")
-    if recurrence < 0 or (recurrence > 0 and generator is None):
-        raise UserError(f"recurrence={recurrence} must be >= 0, and > 0 needs a torch.Generator (generator=...)")
-    final = 1.0 if final_abar == "one" else float(abar[0])
     B, device = x_T.shape[0], x_T.device
-
     x = x_T.to(torch.promote_types(x_T.dtype, torch.float32))  # running state in the step dtype
-    steps = ts.tolist()
     if progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc="DDIM")
-    for i, t in enumerate(steps):
-        t_b = torch.full((B,), t, dtype=torch.long, device=device)
-        abar_t = float(abar[t])
-        abar_prev = float(abar[ts[i + 1]]) if i + 1 < len(ts) else final
-        repeats = recurrence if recurrence and (recur_if is None or recur_if(t)) else 0
-        for r in range(repeats + 1):
-            if r > 0:  # time travel: re-noise x_prev back to t and redo the step
-                ratio = abar_t / abar_prev
-                n = torch.randn(x_T.shape, generator=generator, device=generator.device, dtype=x_T.dtype)
-                x = math.sqrt(ratio) * x_prev + math.sqrt(max(1.0 - ratio, 0.0)) * n.to(device=device, dtype=x.dtype)
-            fix = None if x0_fn is None else (lambda x0, x_t=x, t_b=t_b: x0_fn(x_t, t_b, x0))
-            eps = eps_fn(x.to(x_T.dtype), t_b)
-            noise = None
-            if ddim_eta > 0:
-                noise = torch.randn(x_T.shape, generator=generator, device=generator.device, dtype=x_T.dtype)
-            x_prev, x0_hat = ddim_step(x, eps, abar_t, abar_prev, ddim_eta=ddim_eta, noise=noise, clip_x0=clip_x0,
-                                       x0_fn=fix)
+        schedule = tqdm(schedule, desc="DDIM")
+    for i, (t, abar_t, abar_prev) in enumerate(schedule):
+        eps = eps_fn(x.to(x_T.dtype), torch.full((B,), t, dtype=torch.long, device=device))
+        x_prev, x0_hat = ddim_step(x, eps, abar_t, abar_prev, ddim_eta=ddim_eta,
+                                   noise=ddim_noise(x_T, ddim_eta, generator), clip_x0=clip_x0)
         if callback is not None:
             callback(i, t, x, x0_hat)
         x = x_prev

@@ -1,4 +1,4 @@
-"""Drawing images from a prior with unguided DDIM, and reading them with a teacher.
+"""Drawing images from a prior with unguided DDIM.
 
 Thin glue over the pure sampler (:func:`~fastad.diffusion.ddim.ddim_sample`): the start noise for
 all ``n`` images is drawn at once from the caller's generator, so deterministic DDIM
@@ -7,19 +7,19 @@ all ``n`` images is drawn at once from the caller's generator, so deterministic 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from fastad.diffusion.ddim import ddim_sample, ddim_timesteps
 from fastad.diffusion.prior import Prior
 from fastad.errors import UserError
 
-__all__ = ["balanced_labels", "sample_prior", "teacher_view", "classify"]
+__all__ = ["cyclic_labels", "sample_prior"]
 
 
-def balanced_labels(n: int, num_classes: int) -> Tensor:
+def cyclic_labels(n: int, num_classes: int) -> Tensor:
     """``[n]`` long: ``0, 1, ..., K-1, 0, 1, ...`` (each class ``n // K`` or ``n // K + 1`` times)."""
     return torch.arange(n) % num_classes
 
@@ -60,27 +60,3 @@ def sample_prior(
                         ddim_eta=ddim_eta, generator=generator, clip_x0=clip_x0, progress=progress)
         out.append(x.float().cpu())
     return torch.cat(out)
-
-
-def teacher_view(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """Prior space [-1, 1] ``[B, C, H, W]`` -> the teacher's normalised input:
-    ``((x + 1) / 2 - mean) / std`` per channel (DESIGN.md section 2, ``view``)."""
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return ((x + 1) / 2 - m) / s
-
-
-@torch.no_grad()
-def classify(teacher: nn.Module, x: Tensor, *, mean: Sequence[float], std: Sequence[float],
-             batch_size: int = 256) -> tuple[Tensor, Tensor]:
-    """The teacher's reading of prior-space images ``[N, C, H, W]``: ``(pred [N] long, confidence
-    [N] float32)``, confidence being the softmax probability of the predicted class. Images are
-    clamped to [-1, 1] first (they are what the grid shows)."""
-    teacher.eval()
-    device = next(teacher.parameters()).device
-    probs = torch.cat([
-        teacher(teacher_view(x[s:s + batch_size].clamp(-1, 1).to(device), mean, std)).float().softmax(1).cpu()
-        for s in range(0, len(x), batch_size)
-    ])
-    conf, pred = probs.max(1)
-    return pred, conf

@@ -31,7 +31,7 @@ from fastad.config import Config
 from fastad.data import DatasetInfo, augment, load_dataset, to_float
 from fastad.diffusion.ddim import ddim_timesteps
 from fastad.diffusion.prior import Prior, build_unet, save_prior
-from fastad.diffusion.sampling import balanced_labels, sample_prior
+from fastad.diffusion.sampling import cyclic_labels, sample_prior
 from fastad.errors import UserError
 from fastad.utils.images import save_grid, to_uint8, view_scale
 from fastad.utils.io import atomic_json, atomic_torch_save, load_resume_state
@@ -116,7 +116,7 @@ def _grid_labels(cfg: Config, data: TrainData, n: int) -> Optional[Tensor]:
     if not cfg.diffusion.class_conditional:
         return None
     classes = torch.tensor(list(data.source["classes"] or range(data.info.num_classes)))
-    return classes[balanced_labels(n, len(classes))]
+    return classes[cyclic_labels(n, len(classes))]
 
 
 def _write_grid(path: Path, ema: nn.Module, abar: Tensor, cfg: Config, data: TrainData) -> Path:

@@ -1,4 +1,4 @@
-"""``fastad distill``: the online loop of DESIGN.md section 2 (Sec. 3.5 of the paper).
+"""``fastad distill``: the online loop of the paper's Sec. 3.5 (docs/method.md).
 
 Per round: synthesise ``synthesis_batch_size`` images for balanced random targets, push them into
 the FIFO buffer, then ``train_iterations`` KD steps of the student on buffer batches (crop/flip).
@@ -14,42 +14,26 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 from fastad.buffer import ReplayBuffer
 from fastad.config import Config
-from fastad.data import augment, dataset_info, load_dataset
-from fastad.diffusion import load_prior
-from fastad.diffusion.prior import Prior
-from fastad.distill.synthesis import Synthesizer, balanced_labels, conditioning_provider
+from fastad.data import dataset_info, load_dataset, make_view
+from fastad.distill.build import build
 from fastad.errors import UserError
-from fastad.guidance import CADRConfig, make_view
-from fastad.models import create_model, load_classifier, load_weights, read_classifier_meta, save_classifier
-from fastad.train.evaluate import accuracy_report, normalizer, predict
+from fastad.guidance.routing import balanced_labels
+from fastad.models import save_classifier
+from fastad.train.evaluate import accuracy_report, predict
+from fastad.train.kd import kd_step
 from fastad.utils.images import save_grid, to_uint8
 from fastad.utils.io import atomic_json, atomic_torch_save, load_resume_state
 from fastad.utils.logger import RunLogger
-from fastad.utils.runtime import (
-    resolve_device, rng_state, seed_everything, set_rng_state, set_threads,
-)
+from fastad.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
 from fastad.utils.schedule import budget_position, lr_factor
-
-
-if TYPE_CHECKING:
-    from fastad.baselines.deepinversion import DeepInversionSynthesizer
-
-
-def kd_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float) -> Tensor:
-    """``tau^2 * KL(softmax(T/tau) || softmax(S/tau))``, batch mean (Eq. 9)."""
-    log_p_s = F.log_softmax(student_logits / tau, dim=1)
-    log_p_t = F.log_softmax(teacher_logits / tau, dim=1)
-    return tau * tau * F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean")
 
 
 @dataclass
@@ -76,29 +60,12 @@ class Progress:
     timing: Timing = field(default_factory=Timing)
 
 
-def load_teacher(cfg: Config, info, device: torch.device) -> tuple[nn.Module, list[float], list[float]]:
-    """The frozen teacher (eval, no grads) and the normalisation it expects."""
-    d = cfg.distillation
-    if not d.teacher_checkpoint:
-        raise UserError("config key 'distillation.teacher_checkpoint' is not set; pass a teacher checkpoint "
-                        "(e.g. from fastad train-teacher, or a public zoo {'state_dict': ...} file)")
-    # A fastad checkpoint names its architecture; a public zoo file needs distillation.teacher_arch.
-    arch = None if read_classifier_meta(d.teacher_checkpoint).get("arch") else d.teacher_arch
-    teacher, meta = load_classifier(d.teacher_checkpoint, arch=arch, num_classes=d.num_classes,
-                                    in_channels=info.channels)
-    if getattr(teacher, "num_classes", d.num_classes) != d.num_classes:
-        raise UserError(f"teacher '{d.teacher_checkpoint}' has {teacher.num_classes} classes but "
-                        f"distillation.num_classes is {d.num_classes}")
-    teacher.to(device).eval().requires_grad_(False)
-    return teacher, list(meta.get("mean") or info.mean), list(meta.get("std") or info.std)
-
-
 def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
     """Run (or resume) a distillation; returns the summary written to ``summary.json``."""
     set_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     gen = seed_everything(cfg.run.seed)
-    d, f = cfg.distillation, cfg.fast_ad
+    d = cfg.distillation
     t_start = time.time()
 
     # Only the test split is read (the data-free rule); the train split's files are never opened.
@@ -107,17 +74,15 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
     if info.num_classes != d.num_classes:
         raise UserError(f"config key 'distillation.num_classes': got {d.num_classes} but dataset "
                         f"'{info.name}' has {info.num_classes} classes")
-    teacher, mean, std = load_teacher(cfg, info, device)
-    prior = _load_prior(cfg, info, device) if d.synthesizer == "diffusion" else None  # before the student's init
-
-    student = create_model(d.student_arch, num_classes=d.num_classes, in_channels=info.channels).to(device)
-    if d.student_checkpoint:
-        load_weights(student, d.student_checkpoint)
+    parts = build(cfg, info, device=device, generator=gen)
+    teacher, student, synth, mean, std, view = (parts.teacher, parts.student, parts.synthesizer, parts.mean,
+                                                parts.std, parts.view)
     opt = torch.optim.SGD(student.parameters(), lr=d.lr, momentum=d.momentum, weight_decay=d.weight_decay)
     buffer = ReplayBuffer(d.buffer_size)
-    norm = normalizer(mean, std)
-
-    synth = _synthesizer(cfg, info, prior, teacher, student, mean, std, gen, device)
+    # The student's view of buffer images: the teacher's input, with the dataset's crop/flip when augmenting.
+    train_view = make_view(mean, std, crop_padding=info.crop_padding if d.augment else 0,
+                           flip=info.flip and d.augment, generator=gen)
+    guided_mask = getattr(synth, "guided_mask", None)  # DeepInversion aims at every target
 
     stats_prefix = "guidance" if d.synthesizer == "diffusion" else "deepinversion"
     prog = Progress()
@@ -141,7 +106,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
     if resume:
         _drop_rows_after(out / "metrics.jsonl", prog.round)  # rounds logged after the checkpoint are redone
     logger = RunLogger(out, tensorboard=cfg.logging.tensorboard)
-    bar = tqdm(total=d.epochs, initial=prog.round, desc="distill", disable=not cfg.logging.progress, unit="round")
+    bar = _progress_bar(d, prog, disable=not cfg.logging.progress)
     try:
         while prog.round < d.epochs and not prog.stopped_by_budget:
             rnd = prog.round + 1
@@ -155,16 +120,14 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
             if hasattr(synth, "plan_targets"):
                 targets = synth.plan_targets(targets, generator=gen)
             synth.stats.reset()
+            aimed = torch.ones(len(targets), dtype=torch.bool) if guided_mask is None else guided_mask(targets).cpu()
             images = synth(targets, generator=gen)
             with torch.no_grad():  # does the teacher see the target class in what was synthesised?
-                probs = teacher(norm((images + 1) / 2)).softmax(1).cpu()
+                probs = teacher(view(images)).softmax(1).cpu()
             agreement = 100.0 * (probs.argmax(1) == targets).float().mean().item()
             buffer.push(images.cpu(), targets)
             newest = images.cpu()
-            # Grid captions: target class, then the teacher's prediction and confidence.
-            conf, pred = probs.max(1)
-            captions = [f"{info.class_names[y][:9]}\n{info.class_names[p][:6]} {c:.0%}"
-                        for y, p, c in zip(targets.tolist(), pred.tolist(), conf.tolist())]
+            captions = _captions(info.class_names, targets, probs, aimed)
             prog.images += len(targets)
             _export(cfg, out, rnd, newest, targets)
             prog.timing.synthesis += time.time() - t0
@@ -175,17 +138,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
             losses = []
             for _ in range(d.train_iterations):
                 x, _y = buffer.sample(d.train_batch_size, generator=gen)
-                x = (x.to(device) + 1) / 2
-                if d.augment:
-                    x = augment(x, crop_padding=info.crop_padding, flip=info.flip, generator=gen)
-                x = norm(x)
-                with torch.no_grad():
-                    t_logits = teacher(x)
-                loss = kd_loss(student(x), t_logits, d.kd_temperature)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
+                losses.append(kd_step(student, teacher, train_view(x.to(device)), opt, tau=d.kd_temperature)["kd_loss"])
             prog.timing.training += time.time() - t0
 
             # The budget counts synthesis + training only, so evaluation frequency does not change it.
@@ -216,15 +169,13 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
                                "buffer": buffer.state_dict(),
                                "synthesis": synth.state_dict() if hasattr(synth, "state_dict") else {},
                                "rng": rng_state(gen), "progress": _progress_dict(prog)}, last_path)
-            bar.update(1)
-            bar.set_postfix(images=prog.images, loss=f"{record['train/kd_loss']:.3f}",
-                            acc="-" if prog.last_top1 is None else f"{prog.last_top1:.1f}")
+            _advance(bar, d, prog, loss=record["train/kd_loss"])
     finally:
         bar.close()
         logger.close()
 
     diffusion = d.synthesizer == "diffusion"
-    guidance, prior_path = (f.guidance, d.diffusion_checkpoint) if diffusion else (None, None)
+    guidance, prior_path = (cfg.fast_ad.guidance, d.diffusion_checkpoint) if diffusion else (None, None)
     meta = {"kind": "classifier", "arch": d.student_arch, "num_classes": d.num_classes, "in_channels": info.channels,
             "input_size": list(info.image_size), "dataset": info.name, "class_names": list(info.class_names),
             "mean": list(mean), "std": list(std), "test_top1": prog.last_top1,
@@ -250,66 +201,30 @@ def _schedule_position(prog: Progress, d) -> float:
     return budget_position(prog.round, d.epochs, prog.timing.synthesis + prog.timing.training, d.max_seconds)
 
 
-def _load_prior(cfg: Config, info, device: torch.device) -> Prior:
-    d, f = cfg.distillation, cfg.fast_ad
-    if not d.diffusion_checkpoint:
-        raise UserError("config key 'distillation.diffusion_checkpoint' is not set; pass a diffusers-format prior folder")
-    prior = load_prior(d.diffusion_checkpoint, device=device)
-    C, H, W = prior.sample_shape
-    if (C, H, W) != (info.channels, *info.image_size) or [H, W] != list(d.image_size):
-        raise UserError(f"prior '{d.diffusion_checkpoint}' makes {C}x{H}x{W} images but the teacher takes "
-                        f"{info.channels}x{d.image_size[0]}x{d.image_size[1]} (distillation.image_size)")
-    if prior.num_train_timesteps != f.T:
-        raise UserError(f"config key 'fast_ad.T': got {f.T} but prior '{d.diffusion_checkpoint}' has "
-                        f"{prior.num_train_timesteps} timesteps")
-    return prior
+def _captions(names: list[str], targets: Tensor, probs: Tensor, aimed: Tensor) -> list[str]:
+    """Grid captions: the target class where something aimed at it, then the teacher's reading."""
+    conf, pred = probs.max(1)
+    return [(f"{names[y]}\n" if a else "") + f"{names[p]} ({c:.0%})"
+            for y, p, c, a in zip(targets.tolist(), pred.tolist(), conf.tolist(), aimed.tolist())]
 
 
-def _synthesizer(cfg: Config, info, prior: Prior | None, teacher: nn.Module, student: nn.Module, mean: list[float],
-                 std: list[float], gen: torch.Generator,
-                 device: torch.device) -> Synthesizer | DeepInversionSynthesizer:
-    """The round's image source: the guided prior, or DeepInversion (both ``synth(labels, generator=)``)."""
-    d, f = cfg.distillation, cfg.fast_ad
-    if prior is not None and f.guidance == "none":
-        for key in ("inversion_fraction", "refine_steps"):
-            if getattr(f, key) > 0:
-                raise UserError(f"config key 'fast_ad.{key}': got {getattr(f, key)} but fast_ad.guidance is 'none', "
-                                "so no target is guided; choose a guidance (it applies to guided targets)")
+def _progress_bar(d, prog: Progress, *, disable: bool) -> tqdm:
+    """Rounds, or under a ``max_seconds`` budget the budget's seconds (the run ends on whichever comes first)."""
+    if d.max_seconds > 0:
+        spent = prog.timing.synthesis + prog.timing.training
+        return tqdm(total=round(d.max_seconds), initial=min(round(spent), round(d.max_seconds)), disable=disable,
+                    desc=f"distill (budget {d.max_seconds:g} s)", unit="s",
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
+    return tqdm(total=d.epochs, initial=prog.round, desc="distill", disable=disable, unit="round")
 
-    def deepinversion(iterations: int) -> DeepInversionSynthesizer:
-        from fastad.baselines.deepinversion import DeepInversionSynthesizer  # baselines import this module
 
-        if list(d.image_size) != list(info.image_size):
-            raise UserError(f"config key 'distillation.image_size': got {list(d.image_size)} but dataset "
-                            f"'{info.name}' has {list(info.image_size)} images")
-        # DeepInversion's own jitter and flip (the dataset's crop/flip), as in the paper's recipe.
-        return DeepInversionSynthesizer(teacher, mean=mean, std=std, image_shape=(info.channels, *d.image_size),
-                                        iterations=iterations, lr=d.deepinversion_lr, tv_l2=d.deepinversion_tv_l2,
-                                        l2=d.deepinversion_l2, crop_padding=info.crop_padding, flip=info.flip,
-                                        device=device)
-
-    inverter = deepinversion(d.deepinversion_iterations) if prior is None or f.inversion_fraction > 0 else None
-    if prior is None:
-        return inverter
-    cadr = CADRConfig(lambda_max=f.lambda_max, eta=f.eta, tau_ent=f.tau_ent, k_sigmoid=f.k_sigmoid, xi=f.xi,
-                      gamma=f.gamma, beta_adv=f.beta_adv, grad_mode=f.grad_mode,
-                      gate=f.guidance if f.guidance in ("fixed", "target") else "cadr", bn_weight=f.bn_weight, rule=f.rule,
-                      t_window=tuple(f.t_window), inner_steps=f.inner_steps, x0_step=f.x0_step, grad_pool=f.grad_pool,
-                      smooth_samples=f.smooth_samples, smooth_sigma=f.smooth_sigma,
-                      step_scale=f.ddim_steps / f.strength_ref_steps if f.strength_ref_steps else 1.0)
-    norm = normalizer(mean, std)
-    view = make_view(mean, std, crop_padding=info.crop_padding if f.view_augment else 0,
-                     flip=info.flip and f.view_augment, generator=gen)
-    return Synthesizer(prior, teacher, guidance=f.guidance, cadr=cadr, view=view,
-                       num_steps=f.ddim_steps, spacing=f.timestep_spacing, ddim_eta=f.ddim_eta, clip_x0=f.clip_x0,
-                       clip_x0_guided=f.clip_x0_guided,
-                       provider=conditioning_provider(d.conditioning, prior), device=device,
-                       student=student if f.beta_adv > 0 else None, recurrence=f.recurrence,
-                       guided_fraction=f.guided_fraction, guide_classes=f.guide_classes,
-                       coverage_threshold=f.coverage_threshold, num_classes=d.num_classes, candidates=f.candidates,
-                       inverter=inverter, inversion_fraction=f.inversion_fraction,
-                       refiner=deepinversion(f.refine_steps) if f.refine_steps else None,
-                       classify=lambda x: teacher(norm((x + 1) / 2)))
+def _advance(bar: tqdm, d, prog: Progress, *, loss: float) -> None:
+    if d.max_seconds > 0:
+        bar.update(min(round(prog.timing.synthesis + prog.timing.training), bar.total) - bar.n)
+    else:
+        bar.update(1)
+    bar.set_postfix(round=prog.round, images=prog.images, loss=f"{loss:.3f}",
+                    acc="-" if prog.last_top1 is None else f"{prog.last_top1:.1f}")
 
 
 def _drop_rows_after(path: Path, last_round: int) -> None:

@@ -1,6 +1,6 @@
 """DeepInversion's BatchNorm statistic loss ``L_BN``, recorded by hooks that are active only on demand.
 
-DESIGN.md section 7: hooks that store BatchNorm inputs whenever the teacher runs keep every
+Hooks that store BatchNorm inputs whenever the teacher runs keep every
 activation of student training and evaluation alive (24 GB in the prototype). Here the hooks are
 registered once and do nothing unless :meth:`BNStatsRecorder.record` is active; what they keep is
 one scalar per layer, cleared when the recording ends.

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from fastad.data import ImageDataset, iterate_batches, to_float
+from fastad.data import ImageDataset, iterate_batches, make_view, to_float
 
 
 def normalizer(mean: Sequence[float], std: Sequence[float]):
@@ -19,6 +19,21 @@ def normalizer(mean: Sequence[float], std: Sequence[float]):
         return (x - m.to(x)) / s.to(x)
 
     return f
+
+
+@torch.no_grad()
+def classify(teacher: nn.Module, x: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
+             batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's reading of prior-space images ``[N, C, H, W]``: ``(pred [N] long, confidence
+    [N] float32)``, confidence being the softmax probability of the predicted class. Images are
+    clamped to [-1, 1] first (they are what a grid shows)."""
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    view = make_view(mean, std)
+    probs = torch.cat([teacher(view(x[s:s + batch_size].clamp(-1, 1).to(device))).float().softmax(1).cpu()
+                       for s in range(0, len(x), batch_size)])
+    conf, pred = probs.max(1)
+    return pred, conf
 
 
 @torch.no_grad()

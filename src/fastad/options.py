@@ -1,9 +1,10 @@
-"""Typed, validated config fields.
+"""Typed, validated config sections, declared by the component that reads them.
 
-Every config field is declared with :func:`option`, which stores its help text (the field's
-comment, also shown by ``fastad config``) and its allowed values. :func:`coerce` turns a raw
-YAML / ``--set`` value into the field's type or raises a one-line :class:`UserError` that names
-the key, the value and what is allowed.
+A component declares its settings as a dataclass deriving from :class:`Section`, each field made
+with :func:`option`, which stores its help text (shown by ``fastad config``) and its allowed
+values. Constructing a section validates it: :func:`coerce` turns each raw YAML / ``--set`` /
+keyword value into the field's type or raises a one-line :class:`UserError` that names the key,
+the value and what is allowed. ``fastad.config`` composes the sections into one ``Config``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,22 @@ def option(
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+class Section:
+    """Base of a config section: a dataclass whose fields are :func:`option` s.
+
+    ``section`` (a class attribute) is the YAML section name, used in error messages. Every value is
+    checked and converted when the dataclass is constructed, whether from a YAML file or in Python.
+    """
+
+    section: typing.ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            key = f"{self.section}.{f.name}" if self.section else f.name
+            setattr(self, f.name, coerce(key, getattr(self, f.name), f, hints[f.name]))
 
 
 def describe(field: dataclasses.Field, tp: Any) -> str:
@@ -95,7 +112,8 @@ def _scalar(value: Any, tp: Any) -> Any:
         if isinstance(value, bool):
             return _BAD
         if isinstance(value, (int, float)):
-            return float(value)
+            out = float(value)
+            return out if math.isfinite(out) else _BAD
         if isinstance(value, str):
             # PyYAML reads '1e-6' (no dot) as a string; the paper's config file has such values.
             try:

@@ -1,4 +1,4 @@
-"""The guidance view: prior pixel space [-1, 1] -> the teacher's normalised input space."""
+"""The one map from the prior's pixel space [-1, 1] to the teacher's normalised input space (``view``)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def make_view(
     generator: torch.Generator | None = None,
 ) -> Callable[[Tensor], Tensor]:
     """Return ``view(x)``: ``((x + 1) / 2 - mean) / std``, with optional random crop and flip.
+
+    Every place that feeds prior-space images to a teacher or student uses it: the guidance, the
+    student's KD step (with the dataset's crop/flip), DeepInversion, and the teacher's reading of samples.
 
     ``x`` [B, C, H, W] in prior space [-1, 1] -> [B, C, H, W] in the teacher's input space, same
     device and dtype. ``mean``/``std`` are the teacher's per-channel dataset statistics (length C).
