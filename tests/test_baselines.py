@@ -107,20 +107,27 @@ def test_deepinversion_deterministic_and_bn_only(setup):
     assert s["l_bn_final"] < s["l_bn_initial"]
 
 
-def test_deepinversion_refines_given_images(setup):
-    """``init``: the optimisation starts from those images (0 iterations returns them clamped), and a few steps
-    lower the teacher's CE from there; a wrong shape is a one-line error."""
+def test_deepinversion_starts_from_the_generators_noise(setup):
+    """0 iterations returns the clamped N(0, 1) start drawn from the call's generator, and records its statistics."""
     teacher, labels = setup["teacher"], torch.tensor([3, 1, 4, 1])
-    init = torch.linspace(-1.5, 1.5, 4 * 28 * 28).view(4, 1, 28, 28)
-    same = _di(teacher, iterations=0)(labels, generator=torch.Generator().manual_seed(0), init=init)
-    assert torch.equal(same, init.clamp(-1, 1))
-    refiner = _di(teacher, iterations=10, lr=0.02, bn_weight=0.0)
-    out = refiner(labels, generator=torch.Generator().manual_seed(0), init=init)
-    s = refiner.stats.summary()
-    assert s["ce_final"] < s["ce_initial"] and not torch.equal(out, same)
-    assert (out - same).abs().mean() < 0.25  # a refinement near the start (10 steps of 0.02), not a new image
-    with pytest.raises(UserError, match="init must be"):
-        refiner(labels, generator=torch.Generator(), init=init[:2])
+    synth = _di(teacher, iterations=0)
+    out = synth(labels, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, torch.randn((4, 1, 28, 28), generator=torch.Generator().manual_seed(0)).clamp(-1, 1))
+    s = synth.stats.summary()
+    assert s["iterations"] == 0 and s["ce_final"] == pytest.approx(s["ce_initial"])
+    assert s["l_bn_final"] == pytest.approx(s["l_bn_initial"])
+
+
+def test_deepinversion_config_section():
+    """The ``deepinversion`` section: defaults, and a bad value is a one-line error naming the key."""
+    from fastad.baselines import DeepInversionConfig
+
+    c = DeepInversionConfig()
+    assert (c.iterations, c.lr, c.tv_l2, c.l2) == (200, 0.05, 0.0, 0.0)
+    for kw, key in (({"iterations": -1}, "deepinversion.iterations"), ({"lr": 0}, "deepinversion.lr"),
+                    ({"tv_l2": -1.0}, "deepinversion.tv_l2")):
+        with pytest.raises(UserError, match=key):
+            DeepInversionConfig(**kw)
 
 
 @pytest.mark.parametrize("kw", [

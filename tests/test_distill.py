@@ -1,8 +1,10 @@
-"""``fastad distill`` end to end with tiny models: outputs, guidance modes, exports, exact resume after
-SIGKILL, the data-free rule, conditioning, and one-line errors."""
+"""``fastad distill`` end to end with tiny models: outputs, synthesis recipes, exports, exact resume after
+SIGKILL, the data-free rule, conditioning and one-line errors; and the pieces it runs on: the builder,
+the synthesizer (plain DDIM, guided share, routing by coverage), the KD step, captions and progress."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -18,9 +20,14 @@ from safetensors.torch import load_file
 
 from fastad.cli.main import main
 from fastad.config import load_config
+from fastad.config.recipes import RECIPES, recipe_sets
+from fastad.data import make_view
+from fastad.diffusion import SamplerConfig, build_unet, ddim_sample, ddim_timesteps, load_prior, save_prior
+from fastad.distill import Synthesizer
+from fastad.distill.synthesis import unconditional
 from fastad.errors import UserError
-from fastad.train.evaluate import normalizer
-from fastad.diffusion import build_unet, save_prior
+from fastad.guidance import FastADConfig, GuidanceConfig
+from fastad.guidance.routing import COVERAGE_THRESHOLD, Coverage, RoutingConfig
 from fastad.models import create_model, save_classifier
 
 FMNIST_MEAN, FMNIST_STD = [0.2860], [0.3530]
@@ -47,6 +54,14 @@ def assets(tmp_path_factory) -> dict[str, Path]:
             "prior_cond": root / "prior_cond"}
 
 
+@pytest.fixture(scope="module")
+def parts(assets):
+    """The unconditional tiny prior, loaded, and a random frozen resnet8 teacher."""
+    torch.manual_seed(1)
+    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval().requires_grad_(False)
+    return load_prior(assets["prior"]), teacher
+
+
 def distill_args(assets, out, *extra, rounds=3):
     return ["distill", "--teacher", assets["teacher"], "--prior", assets["prior"], "--out", out, "--epochs", rounds,
             "--set", f"data.root={assets['data']}", "--set", "distillation.teacher_arch=resnet8",
@@ -64,6 +79,21 @@ def run_cli(args, capsys):
     return rc, out, err
 
 
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def make_synth(prior, teacher, *, fast_ad=None, guidance=None, routing=None, sampler=None, **kw) -> Synthesizer:
+    """A Synthesizer over the tiny unconditional prior; by default fixed-strength guidance, 2 DDIM steps, clamped."""
+    return Synthesizer(prior, teacher, fast_ad=fast_ad or FastADConfig(guidance="fixed", lambda_max=3.0, ddim_steps=2),
+                       guidance=guidance or GuidanceConfig(), routing=routing or RoutingConfig(),
+                       sampler=sampler or SamplerConfig(clip_x0=True), view=make_view(FMNIST_MEAN, FMNIST_STD),
+                       provider=unconditional, device=torch.device("cpu"), **kw)
+
+
+# --- fastad distill end to end --------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize("guidance", ["cadr", "fixed", "none"])
 def test_distill_end_to_end(assets, tmp_path, capsys, guidance):
     out = tmp_path / "run"
@@ -75,27 +105,61 @@ def test_distill_end_to_end(assets, tmp_path, capsys, guidance):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images_synthesized"] == 24 and summary["rounds"] == 3 and summary["guidance"] == guidance
     assert 0 <= summary["student_top1"] <= 100 and 0 <= summary["teacher_top1"] <= 100
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics(out)
     assert [r["round"] for r in rows] == [1, 2, 3]
     assert rows[-1]["buffer_size"] == 16  # FIFO capacity bound
     assert "eval/top1" in rows[1] and "eval/top1" not in rows[0]
     if guidance == "none":
-        assert not any(k.startswith("guidance/") and v for r in rows for k, v in r.items() if "steps" in k)
+        assert all(r["guidance/steps"] == 0 for r in rows)
     else:
-        assert any(k.startswith("guidance/") for k in rows[0])
+        assert all(r["guidance/steps"] == 2 for r in rows)  # one guided batch, one record per DDIM step
     assert "student top-1" in stdout and "images synthesised" in stdout
 
 
-def test_view_augment_and_extended_cosine_resume_exactly(assets, tmp_path, capsys):
-    """The guidance view's random crop/flip draws from the run's generator, and a run extended with
-    --epochs continues on the longer cosine curve: 1 round + extension to 2 equals 2 rounds."""
-    extra = ["--set", "fast_ad.view_augment=true", "--set", "distillation.schedule=cosine"]
+@pytest.mark.parametrize("recipe", ["x0-routed-smooth", "cadr", "fixed"])
+def test_recipes_end_to_end(assets, tmp_path, capsys, recipe):
+    """--recipe sets every synthesis key; the guided recipes run through fastad distill and their keys reach
+    the guidance: the gate (fixed = lambda_max), the routing (x0-routed-smooth: round 1 is plain DDIM and
+    measures coverage; 8 samples cannot cover 10 classes, so round 2 guides) and the rule."""
+    out = tmp_path / recipe
+    # tau_ent is the config's, not the recipe's: near the random teacher's entropy (at most ln 10 = 2.303 nats)
+    # the entropy gate stays below lambda_max / 2, so it differs from a fixed gate.
+    rc, _, err = run_cli(distill_args(assets, out, "--recipe", recipe, "--set", "fast_ad.tau_ent=2.3", rounds=2),
+                         capsys)
+    assert rc == 0, err
+    cfg = load_config(out / "config.yaml")
+    for item in recipe_sets(recipe):
+        key, _, _ = item.partition("=")
+        section, name = key.split(".")
+        want = RECIPES[recipe].get(key, getattr(getattr(type(cfg)(), section), name))
+        assert getattr(getattr(cfg, section), name) == want, key
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["guidance"] == cfg.fast_ad.guidance and summary["synthesizer"] == "diffusion"
+    assert len(summary["student_per_class"]) == 10 and summary["images_synthesized"] == 16
+    rows = metrics(out)
+    if recipe == "x0-routed-smooth":
+        assert rows[0]["guidance/steps"] == 0 and rows[1]["guidance/steps"] == 2
+        assert rows[1]["guidance/gate_mean"] == pytest.approx(1.0)  # fixed gate, lambda_max 1.0
+        assert rows[1]["guidance/l_bn"] == 0  # bn_weight 0
+    else:
+        assert [r["guidance/steps"] for r in rows] == [2, 2]
+        gate = rows[0]["guidance/gate_mean"]
+        assert gate == pytest.approx(1.5) if recipe == "fixed" else 0 < gate < 0.75 + 1e-3
+        assert rows[0]["guidance/l_bn"] > 0  # the paper's L_BN term
+
+
+def test_extended_cosine_resume_with_smoothing_is_exact(assets, tmp_path, capsys):
+    """The guidance's smoothing noise draws from the run's generator, and a run extended with --epochs
+    continues on the longer cosine curve: 1 round + extension to 2 equals 2 rounds."""
+    extra = ["--guidance", "cadr", "--set", "guidance.smooth_samples=2", "--set", "guidance.smooth_sigma=0.3",
+             "--set", "distillation.schedule=cosine"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert run_cli(distill_args(assets, a, *extra, rounds=2), capsys)[0] == 0
     assert run_cli(distill_args(assets, b, *extra, rounds=1), capsys)[0] == 0
     assert run_cli(["distill", "--resume", b, "--epochs", 2], capsys)[0] == 0
     wa, wb = load_file(a / "student.safetensors"), load_file(b / "student.safetensors")
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [r["guidance/steps"] for r in metrics(b)] == [2, 2]
 
 
 def test_save_images(assets, tmp_path, capsys):
@@ -120,10 +184,10 @@ def test_resume_after_sigkill_is_bit_identical(assets, tmp_path, capsys):
     args = [sys.executable, "-m", "fastad", *[str(a) for a in distill_args(assets, killed, *extra, rounds=rounds)]]
     proc = subprocess.Popen(args, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = killed / "metrics.jsonl"
+    rows = killed / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+        if rows.is_file() and len(rows.read_text().splitlines()) >= 2:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
@@ -136,8 +200,7 @@ def test_resume_after_sigkill_is_bit_identical(assets, tmp_path, capsys):
     assert run_cli(["distill", "--resume", killed], capsys)[0] == 0
     a, b = load_file(straight / "student.safetensors"), load_file(killed / "student.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    rows = [json.loads(l)["round"] for l in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert rows == list(range(1, rounds + 1))
+    assert [r["round"] for r in metrics(killed)] == list(range(1, rounds + 1))
 
 
 def test_reads_only_the_test_split(assets, tmp_path, capsys, monkeypatch):
@@ -171,31 +234,17 @@ def test_class_conditional_prior(assets, tmp_path, capsys):
     (["--set", "fast_ad.T=1000"], "fast_ad.T"),
     (["--set", "distillation.num_classes=100"], "distillation.num_classes"),
     (["--teacher", "nope.safetensors"], "nope.safetensors"),
-    (["--guidance", "none", "--set", "fast_ad.inversion_fraction=0.5"], "fast_ad.inversion_fraction"),
-    (["--guidance", "none", "--set", "fast_ad.refine_steps=3"], "fast_ad.refine_steps"),
+    (["--recipe", "nope"], "--recipe"),
+    (["--set", "guidance.rule=x0", "--set", "fast_ad.grad_mode=full"], "fast_ad.grad_mode"),
+    # Keys that moved to their own sections, or were removed, are unknown.
+    (["--set", "fast_ad.ddim_eta=0.5"], "fast_ad.ddim_eta"),
+    (["--set", "fast_ad.rule=x0"], "fast_ad.rule"),
+    (["--set", "fast_ad.inversion_fraction=0.5"], "fast_ad.inversion_fraction"),
+    (["--set", "distillation.deepinversion_iterations=2"], "distillation.deepinversion_iterations"),
 ])
 def test_bad_input_one_line(assets, tmp_path, capsys, change, needle):
     rc, _, err = run_cli(distill_args(assets, tmp_path / "x", *change, rounds=1), capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
-
-
-def test_balanced_labels():
-    from fastad.distill import balanced_labels
-
-    g = torch.Generator().manual_seed(0)
-    y = balanced_labels(64, 10, generator=g)
-    counts = torch.bincount(y, minlength=10)
-    assert counts.sum() == 64 and counts.max() - counts.min() <= 1
-
-
-def test_kd_loss_matches_definition():
-    from fastad.distill import kd_loss
-
-    s, t = torch.randn(5, 7), torch.randn(5, 7)
-    p_t = torch.softmax(t / 4, 1)
-    want = 16 * (p_t * (torch.log(p_t) - torch.log_softmax(s / 4, 1))).sum(1).mean()
-    assert torch.allclose(kd_loss(s, t, 4.0), want, atol=1e-6)
-    assert kd_loss(t, t, 4.0).abs() < 1e-6
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Fashion-MNIST not installed")
@@ -217,14 +266,14 @@ def test_embedded_default_with_shipped_models(tmp_path, capsys, monkeypatch):
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Fashion-MNIST not installed")
 def test_prior_without_config_swaps_it_into_the_embedded_default(tmp_path, capsys, monkeypatch):
     """--prior with no --config: the embedded default with that prior and the shipped teacher; --recipe applies a
-    bench method's overrides, under the user's --set."""
+    complete synthesis recipe, under the user's --set."""
     from fastad.cli.common import REPO
 
     monkeypatch.chdir(tmp_path)
     prior = REPO / "models" / "fmnist_prior_50k60k_classes0-4"
     out = tmp_path / "run"
     rc, stdout, err = run_cli(["distill", "--prior", prior, "--recipe", "x0-routed-smooth", "--epochs", "1", "--out", out,
-                               "--set", "fast_ad.smooth_sigma=0.5",
+                               "--set", "guidance.smooth_sigma=0.5",
                                "--set", "distillation.synthesis_batch_size=4", "--set", "distillation.train_iterations=1",
                                "--set", "fast_ad.ddim_steps=1", "--set", "distillation.evaluate_teacher=false",
                                "--set", "logging.progress=false", "--set", "logging.tensorboard=false"], capsys)
@@ -232,8 +281,9 @@ def test_prior_without_config_swaps_it_into_the_embedded_default(tmp_path, capsy
     assert "your prior and the shipped teacher" in stdout
     saved = (out / "config.yaml").read_text()
     assert f"diffusion_checkpoint: {prior}" in saved and "fmnist_teacher_resnet20" in saved
-    f = load_config(out / "config.yaml").fast_ad
-    assert (f.rule, f.guide_classes, f.smooth_samples, f.smooth_sigma, f.inner_steps) == ("x0", "uncovered", 4, 0.5, 1)
+    cfg = load_config(out / "config.yaml")
+    assert (cfg.fast_ad.guidance, cfg.guidance.rule, cfg.routing.guide_classes, cfg.guidance.smooth_samples,
+            cfg.guidance.smooth_sigma, cfg.fast_ad.ddim_steps) == ("fixed", "x0", "uncovered", 4, 0.5, 1)
     rc, _, err = run_cli(["distill", "--resume", out, "--recipe", "cadr"], capsys)
     assert rc != 0 and "--recipe cadr with --resume" in err and "Traceback" not in err
 
@@ -242,30 +292,15 @@ def test_deepinversion_synthesizer_end_to_end(assets, tmp_path, capsys):
     """``distillation.synthesizer=deepinversion`` needs no prior: pixels optimised from noise."""
     out = tmp_path / "di"
     rc, _, err = run_cli(distill_args(assets, out, "--set", "distillation.diffusion_checkpoint=null", "--prior", "",
-                                      "--set", "distillation.synthesizer=deepinversion",
-                                      "--set", "distillation.deepinversion_iterations=2", rounds=2), capsys)
+                                      "--recipe", "deepinversion", "--set", "deepinversion.iterations=2",
+                                      rounds=2), capsys)
     assert rc == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["synthesizer"] == "deepinversion" and summary["guidance"] is None
     assert summary["images_synthesized"] == 16 and not summary["stopped_by_budget"]
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics(out)
     assert rows[0]["deepinversion/iterations"] == 2 and rows[0]["deepinversion/batches"] == 1
-
-
-def test_deepinversion_image_priors_reach_the_inverter():
-    """distillation.deepinversion_tv_l2 / _l2 are the inverter's TV and L2 weights (defaults off)."""
-    from fastad.data.info import dataset_info
-    from fastad.distill.loop import _synthesizer
-
-    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval()
-    student = create_model("resnet8", num_classes=10, in_channels=1)
-    for sets, expected in (([], (0.0, 0.0)), (["distillation.deepinversion_tv_l2=2.5",
-                                               "distillation.deepinversion_l2=0.01"], (2.5, 0.01))):
-        cfg = load_config(None, sets=["distillation.synthesizer=deepinversion",
-                                      "distillation.image_size=[28, 28]", *sets])
-        inverter = _synthesizer(cfg, dataset_info("fashion_mnist"), None, teacher, student, FMNIST_MEAN,
-                                FMNIST_STD, torch.Generator(), torch.device("cpu"))
-        assert (inverter.tv_l2, inverter.l2) == expected
+    assert not any(k.startswith("guidance/") for k in rows[0])
 
 
 def test_max_seconds_budget_stops_early(assets, tmp_path, capsys):
@@ -276,161 +311,205 @@ def test_max_seconds_budget_stops_early(assets, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped_by_budget"] and summary["rounds"] == 1 and summary["images_synthesized"] == 8
     assert summary["student_top1"] is not None  # round 1 is not an eval_every round, but is evaluated
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics(out)
     assert [r["round"] for r in rows] == [1] and "eval/top1" in rows[0]
     assert run_cli(["distill", "--resume", out], capsys)[0] == 0  # a resumed finished run stays stopped
     assert json.loads((out / "summary.json").read_text())["rounds"] == 1
 
 
-def test_guidance_variants_end_to_end(assets, tmp_path, capsys):
-    """The beyond-the-paper options run through fastad distill, DeepInversion drawing half of the guided
-    targets (the hybrid source) and refining the other half; the summary has per-class accuracy."""
-    out = tmp_path / "variants"
-    extra = ["--guidance", "fixed", "--set", "fast_ad.rule=x0", "--set", "fast_ad.inner_steps=2",
-             "--set", "fast_ad.recurrence=1", "--set", "fast_ad.t_window=[0.2, 1.0]",
-             "--set", "fast_ad.guided_fraction=0.5", "--set", "fast_ad.strength_ref_steps=1",
-             "--set", "fast_ad.bn_weight=3", "--set", "fast_ad.grad_pool=4",
-             "--set", "fast_ad.inversion_fraction=0.5", "--set", "distillation.deepinversion_iterations=2",
-             "--set", "fast_ad.refine_steps=2", "--set", "distillation.deepinversion_tv_l2=1.0"]
-    rc, _, err = run_cli(distill_args(assets, out, *extra, rounds=2), capsys)
-    assert rc == 0, err
-    summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["student_per_class"]) == 10 and summary["images_synthesized"] == 16
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert rows[0]["guidance/steps"] > 0
+def test_grid_captions_name_the_target_only_of_guided_images(assets, tmp_path, capsys, monkeypatch):
+    """The captions follow the round's own routing (asked before synthesis updates the coverage counts):
+    nothing is guided in round 1 (no counts yet), so no caption names a target; in round 2 exactly the
+    targets of uncovered classes are guided and named."""
+    import fastad.distill.loop as loop
+
+    aimed = []
+    real = loop._captions
+
+    def spy(names, targets, probs, mask):
+        aimed.append(mask.clone())
+        return real(names, targets, probs, mask)
+
+    monkeypatch.setattr(loop, "_captions", spy)
+    out = tmp_path / "cap"
+    assert run_cli(distill_args(assets, out, "--recipe", "x0-routed-smooth", rounds=2), capsys)[0] == 0
+    rows = metrics(out)
+    assert rows[0]["guidance/steps"] == 0 and rows[1]["guidance/steps"] == 2  # round 1 was all plain DDIM
+    assert len(aimed) == 2 and not aimed[0].any() and aimed[1].any()
 
 
-def test_guided_fraction_leaves_the_rest_plain_ddim(assets):
-    """guided_fraction 0.5: the batch's second half is exactly what unguided DDIM makes from the same noise."""
-    from fastad.diffusion import load_prior
-    from fastad.distill.synthesis import Synthesizer, unconditional
-    from fastad.guidance import CADRConfig, make_view
+# --- the builder -----------------------------------------------------------------------------------------------
 
-    prior = load_prior(assets["prior"])
-    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval().requires_grad_(False)
+
+def _build_config(assets, *sets):
+    return load_config(None, sets=[
+        f"distillation.teacher_checkpoint={assets['teacher']}", f"distillation.diffusion_checkpoint={assets['prior']}",
+        "distillation.teacher_arch=resnet8", "distillation.student_arch=resnet8", "distillation.num_classes=10",
+        "distillation.image_size=[28, 28]", "fast_ad.T=100", "fast_ad.ddim_steps=2", *sets])
+
+
+@pytest.mark.parametrize("recipe", ["deepinversion", "none", "cadr", "x0-routed-smooth"])
+def test_build_makes_the_configured_synthesizer(assets, recipe):
+    """``build``: a DeepInversionSynthesizer (no prior, the deepinversion section's settings and the dataset's
+    jitter) for synthesizer deepinversion, else a Synthesizer over the prior with the config's own sections."""
+    from fastad.baselines import DeepInversionSynthesizer
+    from fastad.data import dataset_info
+    from fastad.distill import build
+
+    cfg = _build_config(assets, *recipe_sets(recipe), "deepinversion.iterations=3", "deepinversion.tv_l2=2.5",
+                        "deepinversion.l2=0.01")
+    info = dataset_info("fashion_mnist")
+    torch.manual_seed(0)
+    built = build(cfg, info, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    synth = built.synthesizer
+    assert not built.teacher.training and not any(p.requires_grad for p in built.teacher.parameters())
+    assert (built.mean, built.std) == (FMNIST_MEAN, FMNIST_STD)  # from the teacher's metadata
+    x = torch.linspace(-1, 1, 28 * 28).view(1, 1, 28, 28)
+    torch.testing.assert_close(built.view(x), ((x + 1) / 2 - FMNIST_MEAN[0]) / FMNIST_STD[0])
+    if recipe == "deepinversion":
+        assert type(synth) is DeepInversionSynthesizer and built.prior is None
+        assert (synth.iterations, synth.lr, synth.tv_l2, synth.l2) == (3, 0.05, 2.5, 0.01)
+        assert (synth.crop_padding, synth.flip, synth.image_shape) == (info.crop_padding, info.flip, (1, 28, 28))
+        assert synth.teacher is built.teacher
+    else:
+        assert type(synth) is Synthesizer and built.prior is not None and synth.prior is built.prior
+        assert (synth.fast_ad, synth.guidance, synth.routing, synth.sampler) == (
+            cfg.fast_ad, cfg.guidance, cfg.routing, cfg.sampler)
+        assert synth.guided == (recipe != "none") and synth.student is None  # beta_adv 0: no student needed
+        assert torch.equal(synth.timesteps, ddim_timesteps(100, 2, spacing=cfg.sampler.spacing))
+        assert (synth.coverage is not None) == (recipe == "x0-routed-smooth")
+    # The student's initialisation does not depend on the synthesis recipe.
+    torch.manual_seed(0)
+    again = build(_build_config(assets), info, device=torch.device("cpu"), generator=torch.Generator()).student
+    s1, s2 = built.student.state_dict(), again.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_build_hands_the_student_to_the_adversarial_term(assets):
+    from fastad.data import dataset_info
+    from fastad.distill import build
+
+    cfg = _build_config(assets, "fast_ad.beta_adv=0.5")
+    built = build(cfg, dataset_info("fashion_mnist"), device=torch.device("cpu"), generator=torch.Generator())
+    assert built.synthesizer.student is built.student
+
+
+# --- the synthesizer -------------------------------------------------------------------------------------------
+
+
+def test_unguided_synthesizer_is_plain_ddim(parts):
+    """guidance 'none': exactly the images ddim_sample makes from the same generator (start noise first, then
+    the ancestral noise), whatever the routing says, and the generator is left where ddim_sample leaves it."""
+    prior, teacher = parts
+    sampler = SamplerConfig(ddim_eta=0.5, spacing="trailing", clip_x0=True, final_abar="first")
+    synth = make_synth(prior, teacher, fast_ad=FastADConfig(guidance="none", ddim_steps=3), sampler=sampler,
+                       routing=RoutingConfig(guided_fraction=1.0))
+    labels = torch.tensor([3, 1, 4, 1, 5, 9])
+    gen = torch.Generator().manual_seed(0)
+    got = synth(labels, generator=gen)
+
+    ref = torch.Generator().manual_seed(0)
+    x_T = torch.randn((6, *prior.sample_shape), generator=ref)
+    want = ddim_sample(prior.bind(None), x_T, prior.alphas_cumprod, ddim_timesteps(100, 3, spacing="trailing"),
+                       ddim_eta=0.5, generator=ref, final_abar="first", clip_x0=True).clamp(-1, 1)
+    assert torch.equal(got, want)
+    assert torch.equal(gen.get_state(), ref.get_state())
+    assert not synth.guided and not synth.guided_mask(labels).any() and synth.stats.steps == []
+    assert torch.equal(synth.plan_targets(labels, generator=gen), labels)
+
+
+@pytest.mark.parametrize("rule", ["eps", "x0"])
+def test_guided_fraction_leaves_the_rest_plain_ddim(parts, rule):
+    """guided_fraction 0.5: the batch's first half is guided (by either rule), the second half is exactly what
+    unguided DDIM makes from the same noise."""
+    prior, teacher = parts
     labels = torch.arange(8)
-
-    def make(guidance, fraction):
-        return Synthesizer(prior, teacher, guidance=guidance, cadr=CADRConfig(gate="fixed", lambda_max=3.0),
-                           view=make_view(FMNIST_MEAN, FMNIST_STD), num_steps=3, spacing="leading", ddim_eta=0.0,
-                           clip_x0=True, provider=unconditional, device=torch.device("cpu"), guided_fraction=fraction)
-
-    mixed = make("fixed", 0.5)(labels, generator=torch.Generator().manual_seed(0))
-    plain = make("none", 1.0)(labels, generator=torch.Generator().manual_seed(0))
+    mixed_synth = make_synth(prior, teacher, guidance=GuidanceConfig(rule=rule, x0_step=0.3),
+                             routing=RoutingConfig(guided_fraction=0.5))
+    assert mixed_synth.guided_mask(labels).tolist() == [True] * 4 + [False] * 4
+    mixed = mixed_synth(labels, generator=torch.Generator().manual_seed(0))
+    plain = make_synth(prior, teacher, fast_ad=FastADConfig(guidance="none", ddim_steps=2))(
+        labels, generator=torch.Generator().manual_seed(0))
+    assert mixed.shape == (8, 1, 28, 28) and mixed.min() >= -1 and mixed.max() <= 1
     torch.testing.assert_close(mixed[4:], plain[4:], atol=1e-5, rtol=0)
     assert not torch.allclose(mixed[:4], plain[:4], atol=1e-3)
-
-    # clip_x0_guided: the guided half follows it, the plain half follows clip_x0.
-    def make_clip(clip_x0, clip_x0_guided=None):
-        return Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(gate="fixed", lambda_max=3.0),
-                           view=make_view(FMNIST_MEAN, FMNIST_STD), num_steps=3, spacing="leading", ddim_eta=0.0,
-                           clip_x0=clip_x0, clip_x0_guided=clip_x0_guided, provider=unconditional,
-                           device=torch.device("cpu"), guided_fraction=0.5)(labels, generator=torch.Generator().manual_seed(0))
-    split, clipped, unclipped = make_clip(False, True), make_clip(True), make_clip(False)
-    torch.testing.assert_close(split[:4], clipped[:4], atol=1e-5, rtol=0)
-    torch.testing.assert_close(split[4:], unclipped[4:], atol=1e-5, rtol=0)
-    assert not torch.allclose(clipped, unclipped, atol=1e-3)
+    assert len(mixed_synth.stats.steps) == 2  # one record per DDIM step of the guided half
+    assert mixed_synth.stats.steps[0]["gate_mean"] == pytest.approx(3.0)  # fast_ad.guidance fixed: lambda_max
 
 
-def test_inversion_fraction_draws_the_last_guided_targets_by_deepinversion(assets):
-    """inversion_fraction 0.5 of 4 guided targets: the last two come from the inverter, with their labels and
-    the call's generator; the first two are guided DDIM samples, and the plain half is untouched."""
-    from fastad.diffusion import load_prior
-    from fastad.distill.synthesis import Synthesizer, unconditional
-    from fastad.guidance import CADRConfig, make_view
+def test_coverage_routing_guides_only_classes_the_prior_does_not_make(parts):
+    """guide_classes 'uncovered': round 1 is all plain DDIM and counts the teacher's classes on it;
+    afterwards exactly the targets of rarely predicted classes are guided."""
+    assert COVERAGE_THRESHOLD == 0.5
+    cov = Coverage(4)
+    assert not cov.uncovered().any()  # no counts yet: nothing is guided
+    cov.update(torch.tensor([0, 0, 1, 1, 1, 2, 0, 1]))  # shares 3/8, 4/8, 1/8, 0 against 0.5 / 4 = 1/8
+    assert cov.uncovered().tolist() == [False, False, False, True]
 
-    prior = load_prior(assets["prior"])
-    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval().requires_grad_(False)
-    calls = []
-
-    def inverter(labels, *, generator):
-        calls.append((labels.tolist(), generator))
-        return torch.full((len(labels), *prior.sample_shape), 0.25)
-
-    def make(fraction, inv=None):
-        return Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(gate="fixed", lambda_max=3.0),
-                           view=make_view(FMNIST_MEAN, FMNIST_STD), num_steps=2, spacing="leading", ddim_eta=0.0,
-                           clip_x0=True, provider=unconditional, device=torch.device("cpu"), guided_fraction=0.5,
-                           inverter=inv, inversion_fraction=fraction)
-
-    labels = torch.arange(8)
+    prior, teacher = parts
+    always_zero = lambda x: torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()  # noqa: E731
+    routing = RoutingConfig(guide_classes="uncovered", guided_fraction=0.5)
+    synth = make_synth(prior, teacher, routing=routing, num_classes=10, classify=always_zero)
+    labels = torch.arange(10)
     gen = torch.Generator().manual_seed(0)
-    hybrid = make(0.5, inverter)(labels, generator=gen)
-    guided = make(0.0)(labels, generator=torch.Generator().manual_seed(0))
-    assert calls == [([2, 3], gen)]
-    assert torch.equal(hybrid[2:4], torch.full_like(hybrid[2:4], 0.25))
-    assert not torch.allclose(hybrid[:2], torch.full_like(hybrid[:2], 0.25))
-    torch.testing.assert_close(hybrid[4:], guided[4:], atol=1e-5, rtol=0)  # plain DDIM, same noise
-    make(1.0, inverter)(labels, generator=torch.Generator().manual_seed(0))
-    assert calls[-1][0] == [0, 1, 2, 3]
-    for fraction, inv, needle in [(1.5, inverter, "inversion_fraction=1.5"), (0.5, None, "needs an inverter")]:
-        with pytest.raises(UserError, match=needle):
-            make(fraction, inv)
+    assert torch.equal(synth.plan_targets(labels, generator=gen), labels)  # nothing uncovered yet
+    synth(labels, generator=gen)
+    assert synth.stats.steps == [] and synth.coverage.counts.tolist() == [10] + [0] * 9
+    assert synth.guided_mask(labels).tolist() == [False] + [True] * 9
+    # Half of each batch is aimed at the uncovered classes, the rest keeps its targets.
+    planned = synth.plan_targets(labels, generator=gen)
+    assert (planned[:5] != 0).all() and torch.equal(planned[5:], labels[5:])
+    synth(labels, generator=gen)
+    assert len(synth.stats.steps) == 2 and synth.coverage.counts[0] == 11  # one more unguided sample counted
+    restored = make_synth(prior, teacher, routing=routing, num_classes=10, classify=always_zero)
+    restored.load_state_dict(synth.state_dict())
+    assert torch.equal(restored.coverage.counts, synth.coverage.counts)
+    assert make_synth(prior, teacher).state_dict() == {}  # nothing to resume without coverage
+    with pytest.raises(UserError, match="uncovered"):
+        make_synth(prior, teacher, routing=routing)  # no classify, no num_classes
 
 
-def test_refiner_continues_from_the_guided_samples(assets):
-    """refiner: called on the guided prior samples (with their labels, the call's generator and the samples as
-    init); its output replaces them, and the plain half is untouched."""
-    from fastad.diffusion import load_prior
-    from fastad.distill.synthesis import Synthesizer, unconditional
-    from fastad.guidance import CADRConfig, make_view
+def test_balanced_labels():
+    from fastad.guidance.routing import balanced_labels
 
-    prior = load_prior(assets["prior"])
-    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval().requires_grad_(False)
-    calls = []
-
-    def refiner(labels, *, generator, init):
-        calls.append((labels.tolist(), generator, init.clone()))
-        return init * 0.5
-
-    def make(ref=None):
-        return Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(gate="fixed", lambda_max=3.0),
-                           view=make_view(FMNIST_MEAN, FMNIST_STD), num_steps=2, spacing="leading", ddim_eta=0.0,
-                           clip_x0=True, provider=unconditional, device=torch.device("cpu"), guided_fraction=0.5,
-                           refiner=ref)
-
-    labels, gen = torch.arange(8), torch.Generator().manual_seed(0)
-    refined = make(refiner)(labels, generator=gen)
-    plain = make()(labels, generator=torch.Generator().manual_seed(0))
-    assert len(calls) == 1 and calls[0][0] == [0, 1, 2, 3] and calls[0][1] is gen
-    torch.testing.assert_close(calls[0][2], plain[:4], atol=1e-5, rtol=0)
-    torch.testing.assert_close(refined[:4], plain[:4] * 0.5, atol=1e-5, rtol=0)
-    torch.testing.assert_close(refined[4:], plain[4:], atol=1e-5, rtol=0)
+    g = torch.Generator().manual_seed(0)
+    y = balanced_labels(64, 10, generator=g)
+    counts = torch.bincount(y, minlength=10)
+    assert counts.sum() == 64 and counts.max() - counts.min() <= 1
+    assert not torch.equal(y, balanced_labels(64, 10, generator=g))  # random order, from the generator
 
 
-def test_candidates_keep_the_sample_the_teacher_likes_best(assets):
-    """candidates 3: three guided samples per target from the batch's noise and two more draws; each
-    target keeps the one with the highest teacher probability of the target."""
-    from fastad.diffusion import load_prior
-    from fastad.distill.synthesis import Synthesizer, unconditional
-    from fastad.guidance import CADRConfig, make_view
+# --- KD, schedule, captions, progress --------------------------------------------------------------------------
 
-    prior = load_prior(assets["prior"])
-    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval().requires_grad_(False)
-    norm = normalizer(FMNIST_MEAN, FMNIST_STD)
-    classify = lambda x: teacher(norm((x + 1) / 2))  # noqa: E731
-    labels = torch.tensor([1, 3, 5, 7])
 
-    def make(n):
-        return Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(gate="fixed", lambda_max=3.0),
-                           view=make_view(FMNIST_MEAN, FMNIST_STD), num_steps=2, spacing="leading", ddim_eta=0.0,
-                           clip_x0=True, provider=unconditional, device=torch.device("cpu"), classify=classify,
-                           candidates=n)
+def test_kd_loss_matches_definition():
+    from fastad.train.kd import kd_loss
 
-    best = make(3)(labels, generator=torch.Generator().manual_seed(0))
-    # The same three candidates: the batch of 12 the synthesizer guides at once (L_BN is a batch statistic).
-    gen = torch.Generator().manual_seed(0)
-    x_T = torch.randn((4, *prior.sample_shape), generator=gen)
-    x_T = torch.cat([x_T, torch.randn((8, *prior.sample_shape), generator=gen)])
-    all12 = make(1)._guided(x_T, labels.repeat(3), torch.Generator().manual_seed(1)).clamp(-1, 1)
+    s, t = torch.randn(5, 7), torch.randn(5, 7)
+    p_t = torch.softmax(t / 4, 1)
+    want = 16 * (p_t * (torch.log(p_t) - torch.log_softmax(s / 4, 1))).sum(1).mean()
+    assert torch.allclose(kd_loss(s, t, 4.0), want, atol=1e-6)
+    assert kd_loss(t, t, 4.0).abs() < 1e-6
+
+
+def test_kd_step_moves_only_the_student():
+    from fastad.train.kd import kd_loss, kd_step
+
+    torch.manual_seed(0)
+    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval()
+    student = create_model("resnet8", num_classes=10, in_channels=1)
+    x = torch.randn(4, 1, 28, 28)
+    before = copy.deepcopy(student)
+    teacher_before = copy.deepcopy(teacher.state_dict())
     with torch.no_grad():
-        p = classify(all12).softmax(1).gather(1, labels.repeat(3).view(-1, 1)).view(3, 4)
-    expected = all12.view(3, 4, *all12.shape[1:])[p.argmax(0), torch.arange(4)]
-    torch.testing.assert_close(best, expected, atol=1e-5, rtol=0)
-    with pytest.raises(UserError, match="candidates"):
-        Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(), view=make_view(FMNIST_MEAN, FMNIST_STD),
-                    num_steps=2, spacing="leading", ddim_eta=0.0, clip_x0=True, provider=unconditional,
-                    device=torch.device("cpu"), candidates=2)
+        want = kd_loss(copy.deepcopy(student)(x), teacher(x), 2.0).item()
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    res = kd_step(student, teacher, x, opt, tau=2.0)
+    assert list(res) == ["kd_loss"] and isinstance(res["kd_loss"], float)
+    assert res["kd_loss"] == pytest.approx(want, rel=1e-5)
+    assert all(p.grad is None for p in teacher.parameters()) and not teacher.training
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_before.items())
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), student.parameters()))
 
 
 def test_lr_schedule_ends_with_the_budget():
@@ -446,38 +525,41 @@ def test_lr_schedule_ends_with_the_budget():
     assert _schedule_position(Progress(round=3, timing=Timing(training=90.0)), SimpleNamespace(max_seconds=0, epochs=9)) == 3
 
 
-def test_coverage_routing_guides_only_classes_the_prior_does_not_make(assets):
-    """guide_classes 'uncovered': round 1 is all plain DDIM and counts the teacher's classes on it;
-    afterwards exactly the targets of rarely predicted classes are guided."""
-    from fastad.diffusion import load_prior
-    from fastad.distill.synthesis import Coverage, Synthesizer, unconditional
-    from fastad.guidance import CADRConfig, make_view
+def test_captions_name_the_target_only_where_aimed():
+    from fastad.data.info import FASHION_MNIST_CLASSES
+    from fastad.distill.loop import _captions
 
-    cov = Coverage(4, threshold=0.5)
-    assert not cov.uncovered().any()  # no counts yet: nothing is guided
-    cov.update(torch.tensor([0, 0, 1, 1, 1, 2, 0, 1]))  # shares 3/8, 4/8, 1/8, 0 against 0.5 / 4 = 1/8
-    assert cov.uncovered().tolist() == [False, False, False, True]
+    names = list(FASHION_MNIST_CLASSES)
+    probs = torch.tensor([[0.1, 0.9] + [0.0] * 8, [0.0] * 9 + [1.0]])
+    caps = _captions(names, torch.tensor([7, 3]), probs, torch.tensor([True, False]))
+    aimed, plain = caps[0].split("\n"), caps[1].split("\n")
+    assert len(aimed) == 2 and aimed[0] and names[7].startswith(aimed[0])  # the target (names may be shortened)
+    assert aimed[1].endswith(" (90%)") and names[1].startswith(aimed[1].removesuffix(" (90%)"))
+    assert len(plain) == 1 and plain[0].endswith(" (100%)") and names[9].startswith(plain[0].removesuffix(" (100%)"))
 
-    prior = load_prior(assets["prior"])
-    teacher = create_model("resnet8", num_classes=10, in_channels=1).eval().requires_grad_(False)
-    always_zero = lambda x: torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()  # noqa: E731
-    synth = Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(gate="fixed", lambda_max=3.0),
-                        view=make_view(FMNIST_MEAN, FMNIST_STD), num_steps=2, spacing="leading", ddim_eta=0.0,
-                        clip_x0=True, provider=unconditional, device=torch.device("cpu"), guide_classes="uncovered",
-                        num_classes=10, classify=always_zero)
-    labels = torch.arange(10)
-    gen = torch.Generator().manual_seed(0)
-    synth(labels, generator=gen)
-    assert synth.stats.steps == [] and synth.coverage.counts.tolist() == [10] + [0] * 9
-    assert synth._guided_mask(labels).tolist() == [False] + [True] * 9
-    synth.guided_fraction = 0.5  # half of each batch is aimed at the uncovered classes, the rest keeps its targets
-    planned = synth.plan_targets(labels, generator=gen)
-    assert (planned[:5] != 0).all() and torch.equal(planned[5:], labels[5:])
-    synth.guided_fraction = 1.0
-    synth(labels, generator=gen)
-    assert len(synth.stats.steps) == 2 and synth.coverage.counts[0] == 11  # one more unguided sample counted
-    restored = Synthesizer(prior, teacher, guidance="fixed", cadr=CADRConfig(), view=make_view(FMNIST_MEAN, FMNIST_STD),
-                           num_steps=2, spacing="leading", ddim_eta=0.0, clip_x0=True, provider=unconditional,
-                           device=torch.device("cpu"), guide_classes="uncovered", num_classes=10, classify=always_zero)
-    restored.load_state_dict(synth.state_dict())
-    assert torch.equal(restored.coverage.counts, synth.coverage.counts)
+
+def test_progress_bar_counts_budget_seconds(capsys):
+    """Under max_seconds the bar counts seconds of synthesis + training (capped at the budget), else rounds."""
+    from types import SimpleNamespace
+
+    from fastad.distill.loop import Progress, Timing, _advance, _progress_bar
+
+    d = SimpleNamespace(max_seconds=10.0, epochs=300)
+    prog = Progress(round=2, timing=Timing(synthesis=2.2, training=1.0, evaluation=50.0))
+    bar = _progress_bar(d, prog, disable=False)
+    assert (bar.total, bar.n, bar.unit) == (10, 3, "s")
+    prog.timing.training = 5.0
+    _advance(bar, d, prog, loss=0.5)
+    assert bar.n == 7
+    prog.timing.synthesis = 20.0
+    _advance(bar, d, prog, loss=0.5)
+    assert bar.n == 10
+    bar.close()
+    assert "budget 10 s" in capsys.readouterr().err
+
+    d = SimpleNamespace(max_seconds=0, epochs=5)
+    bar = _progress_bar(d, Progress(round=2), disable=False)
+    assert (bar.total, bar.n, bar.unit) == (5, 2, "round")
+    _advance(bar, d, Progress(round=3), loss=0.5)
+    assert bar.n == 3
+    bar.close()

@@ -1,4 +1,5 @@
-"""``fastad sample``: PNG grid + npz, teacher captions, class-conditional labels, one-line errors."""
+"""``fastad sample``: PNG grid + npz, teacher captions (``fastad.train.evaluate.classify``), class-conditional
+labels (``cyclic_labels``), one-line errors."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from PIL import Image
 from fastad.cli.main import main
 from fastad.data.info import FASHION_MNIST_CLASSES
 from fastad.diffusion import build_unet, load_prior, save_prior
-from fastad.diffusion.sampling import sample_prior
+from fastad.diffusion.sampling import cyclic_labels, sample_prior
 from fastad.models import create_model, save_classifier
+from fastad.train.evaluate import classify
 
 MEAN, STD = [0.2860], [0.3530]
 
@@ -76,6 +78,10 @@ def test_teacher_captions_each_cell(models, tmp_path, capsys):
         probs = teacher(((x.clamp(-1, 1) + 1) / 2 - MEAN[0]) / STD[0]).softmax(1)
     assert np.array_equal(pred, probs.argmax(1).numpy())
     np.testing.assert_allclose(conf, probs.max(1).values.numpy(), rtol=1e-5)
+    # The command's reader is fastad.train.evaluate.classify: the same reading, in any batch size.
+    p2, c2 = classify(teacher, x, mean=MEAN, std=STD, batch_size=4)
+    assert np.array_equal(pred, p2.numpy()) and p2.dtype == torch.long and c2.dtype == torch.float32
+    np.testing.assert_allclose(conf, c2.numpy(), rtol=1e-5)
     # Captions sit in a strip under each image: the grid is taller and the strip has dark text pixels.
     img = np.asarray(Image.open(png).convert("L"))
     assert img.shape[0] > 2 + 2 * (84 + 2) and img.shape[1] == 2 + 3 * (84 + 2)
@@ -90,6 +96,29 @@ def test_class_conditional_labels(models, tmp_path, capsys):
     rc, _, err = run_cli([*base, "--out", tmp_path / "b.png", "--npz", tmp_path / "b.npz"], capsys)
     assert rc == 0, err
     assert np.load(tmp_path / "b.npz")["class_labels"].tolist() == [0, 1, 2, 3]  # balanced by default
+    rc, _, err = run_cli([*base, "--out", tmp_path / "c.png", "--npz", tmp_path / "c.npz", "--class-labels", 7, 2],
+                         capsys)
+    assert rc == 0, err
+    assert np.load(tmp_path / "c.npz")["class_labels"].tolist() == [7, 2, 7, 2]  # a shorter list is repeated
+
+
+def test_cyclic_labels():
+    assert cyclic_labels(7, 3).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert cyclic_labels(2, 5).tolist() == [0, 1] and cyclic_labels(2, 5).dtype == torch.long
+
+
+def test_classify_reads_clamped_images(models):
+    """classify clamps to [-1, 1] (what a grid shows) before the teacher's view."""
+    from fastad.models import load_classifier
+
+    teacher, _ = load_classifier(models / "teacher.safetensors")
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 4
+    pred, conf = classify(teacher, x, mean=MEAN, std=STD)
+    p2, c2 = classify(teacher, x.clamp(-1, 1), mean=MEAN, std=STD)
+    assert torch.equal(pred, p2) and torch.allclose(conf, c2)
+    with torch.no_grad():
+        want = teacher(((x.clamp(-1, 1) + 1) / 2 - MEAN[0]) / STD[0]).softmax(1).max(1)
+    assert torch.equal(pred, want.indices) and torch.allclose(conf, want.values, atol=1e-6)
 
 
 @pytest.mark.parametrize("args, needle", [

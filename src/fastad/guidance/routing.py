@@ -2,8 +2,10 @@
 
 With ``guide_classes: all`` the first ``guided_fraction`` of each batch is guided and the rest are
 plain DDIM samples. With ``uncovered``, guidance goes only to the classes the prior does not make on
-its own, measured data-free by the teacher's predictions on the plain samples (:class:`Coverage`);
-``guided_fraction`` of each batch is aimed at them (docs/method.md, "Beyond the paper").
+its own, measured data-free by the teacher's predictions on the plain samples (:class:`Coverage`):
+the first ``guided_fraction`` of each batch is re-aimed at them, and every target of an uncovered
+class is guided, so the rest of the batch (balanced random targets) is guided where its target is
+uncovered too (docs/method.md, "Beyond the paper").
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ class RoutingConfig(Section):
                                 "'uncovered': only classes the prior does not make on its own, measured by the "
                                 "teacher's predictions on the unguided samples (data-free)",
                                 choices=("all", "uncovered"))
-    guided_fraction: float = option(1.0, "share of each round's images that are guided; the rest are plain DDIM "
-                                    "samples", ge=0, le=1)
+    guided_fraction: float = option(1.0, "'all': share of each round's images that are guided, the rest plain "
+                                    "DDIM samples; 'uncovered': share of each round's targets re-aimed at uncovered "
+                                    "classes (all targets of uncovered classes are guided)", ge=0, le=1)
 
 
 def balanced_labels(n: int, num_classes: int, *, generator: torch.Generator) -> Tensor:
