@@ -78,8 +78,9 @@ def test_bench_quick(assets, tmp_path, capsys):
     flops = {m: rows["in-domain", m, "images"]["synthesis_flops_per_image"] for m in RECIPES}
     assert flops["cadr-full"] > flops["cadr"] > flops["none"] == flops["none-noclip"]
     assert flops["cadr"] == flops["fixed"] and flops["deepinversion"] > 0
-    # In domain every class is covered, so x0-routed-smooth guides nothing and costs what unguided DDIM does.
-    assert flops["x0-routed-smooth"] == flops["none"]
+    # Counted on a fresh synthesizer: nothing is uncovered yet, so x0-routed-smooth costs unguided DDIM plus the
+    # teacher's reading of the plain samples (the coverage count).
+    assert flops["cadr"] > flops["x0-routed-smooth"] > flops["none"]
     assert not rows["in-domain", "real-kd", "images"]["data_free"]
     assert rows["in-domain", "real-kd", "images"]["images_synthesized"] == 0
     summary = json.loads((out / "in-domain" / "real-kd" / "images" / "seed0" / "summary.json").read_text())
