@@ -39,7 +39,7 @@ def main() -> None:
     out = Path(a.out)
     data = make_fmnist_like(out / "data", n_train=512, n_test=256)
     common = ["--device", a.device, "--set", f"data.root={data}", "--set", "logging.progress=false"]
-    step("train-teacher", ["train-teacher", "--arch", "resnet8", "--epochs", "1", "--out", out / "teacher",
+    step("train-teacher", ["train-teacher", "--dataset", "fashion_mnist", "--arch", "resnet8", "--epochs", "1", "--out", out / "teacher",
                            "--set", "data.train_range=null", *common])
     unet = build_unet(sample_size=28, in_channels=1, block_out_channels=(16, 32, 32))
     save_prior(out / "prior", unet, num_train_timesteps=1000, overwrite=True)

@@ -32,7 +32,7 @@ def test_help_lists_subcommands():
 
 
 def teacher_args(root, out, *extra):
-    return ["train-teacher", "--arch", "resnet8", "--epochs", "2", "--out", out,
+    return ["train-teacher", "--dataset", "fashion_mnist", "--arch", "resnet8", "--epochs", "2", "--out", out,
             "--set", f"data.root={root}", "--set", "teacher_training.batch_size=64",
             "--set", "logging.progress=false", "--set", "data.eval_batch_size=50", *extra]
 
@@ -98,8 +98,8 @@ def test_resume_is_exact(tiny_fmnist, tmp_path, capsys):
         (["train-teacher", "--config", "nope.yaml"], "config file 'nope.yaml' not found"),
         (["train-teacher", "--set", "teacher_training.bogus=1"], "unknown config key 'teacher_training.bogus'"),
         (["train-teacher", "--set", "teacher_training.lr=fast"], "config key 'teacher_training.lr': got 'fast'"),
-        (["train-teacher", "--arch", "resnet9000", "--set", "data.root=ROOT"], "unknown model 'resnet9000'"),
-        (["train-teacher", "--set", "data.root=/nonexistent/fmnist"], "/nonexistent/fmnist"),
+        (["train-teacher", "--dataset", "fashion_mnist", "--arch", "resnet9000", "--set", "data.root=ROOT"], "unknown model 'resnet9000'"),
+        (["train-teacher", "--dataset", "fashion_mnist", "--set", "data.root=/nonexistent/fmnist"], "/nonexistent/fmnist"),
         (["evaluate", "--checkpoint", "missing.safetensors"], "missing.safetensors"),
         (["train-teacher", "--resume", "/nonexistent/run"], "--resume"),
         (["train-teacher", "--resume", "/nonexistent/run", "--seed", "3"], "only --epochs may be given"),

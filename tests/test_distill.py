@@ -205,16 +205,16 @@ def test_resume_after_sigkill_is_bit_identical(assets, tmp_path, capsys):
 
 def test_reads_only_the_test_split(assets, tmp_path, capsys, monkeypatch):
     """The data-free rule: the train split's files are absent (see ``assets``) and never requested."""
-    import fastad.distill.loop as loop
+    import fastad.api as api
 
     requested = []
-    real = loop.load_dataset
+    real = api.load_dataset
 
     def spy(name, split, **kw):
         requested.append(split)
         return real(name, split, **kw)
 
-    monkeypatch.setattr(loop, "load_dataset", spy)
+    monkeypatch.setattr(api, "load_dataset", spy)
     assert not list(assets["data"].glob("train-*"))
     assert run_cli(distill_args(assets, tmp_path / "r", rounds=1), capsys)[0] == 0
     assert requested == ["test"]
@@ -230,7 +230,8 @@ def test_class_conditional_prior(assets, tmp_path, capsys):
 
 @pytest.mark.parametrize("change, needle", [
     (["--set", "distillation.diffusion_checkpoint=null", "--prior", ""], "diffusion_checkpoint"),
-    (["--set", "distillation.image_size=[32, 32]"], "makes 1x28x28 images"),
+    (["--set", "distillation.image_size=[32, 32]"], "config key 'distillation.image_size': got [32, 32] but the "
+                                                    "teacher metadata says [28, 28]"),
     (["--set", "fast_ad.T=1000"], "fast_ad.T"),
     (["--set", "distillation.num_classes=100"], "distillation.num_classes"),
     (["--teacher", "nope.safetensors"], "nope.safetensors"),
@@ -363,7 +364,7 @@ def test_build_makes_the_configured_synthesizer(assets, recipe):
     built = build(cfg, info, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
     synth = built.synthesizer
     assert not built.teacher.training and not any(p.requires_grad for p in built.teacher.parameters())
-    assert (built.mean, built.std) == (FMNIST_MEAN, FMNIST_STD)  # from the teacher's metadata
+    assert (built.spec.mean, built.spec.std) == (FMNIST_MEAN, FMNIST_STD)  # from the teacher's metadata
     x = torch.linspace(-1, 1, 28 * 28).view(1, 1, 28, 28)
     torch.testing.assert_close(built.view(x), ((x + 1) / 2 - FMNIST_MEAN[0]) / FMNIST_STD[0])
     if recipe == "deepinversion":

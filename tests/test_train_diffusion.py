@@ -29,7 +29,7 @@ def run_cli(args, capsys):
 
 
 def train_args(root, out, steps, *extra):
-    return ["train-diffusion", "--out", out, "--steps", steps, "--set", f"data.root={root}",
+    return ["train-diffusion", "--dataset", "fashion_mnist", "--out", out, "--steps", steps, "--set", f"data.root={root}",
             "--set", f"diffusion.sample_every={steps}", *TINY, *extra]
 
 
@@ -145,7 +145,8 @@ def test_class_conditional_run_reads_labels(tiny_fmnist, tmp_path, capsys, recor
     (["--set", "data.classes=[12]"], "classes"),
 ])
 def test_bad_config_is_one_line_exit_2(args, needle, tiny_fmnist, tmp_path, capsys):
-    rc, out, err = run_cli(["train-diffusion", "--out", tmp_path / "x", "--set", f"data.root={tiny_fmnist}", *args],
+    rc, out, err = run_cli(["train-diffusion", "--dataset", "fashion_mnist", "--out", tmp_path / "x", "--set",
+                            f"data.root={tiny_fmnist}", *args],
                            capsys)
     assert rc == 2
     lines = err.strip().splitlines()

@@ -64,12 +64,12 @@ def synthesis_flops_per_image(cfg: Config, *, batch: int = 2) -> float:
     from fastad.guidance.routing import balanced_labels
     from fastad.utils.runtime import resolve_device
 
-    info = dataset_info(cfg.data.dataset, root=cfg.data.root)
+    info = dataset_info(cfg.data.dataset, root=cfg.data.root) if cfg.data.dataset else None
     gen = torch.Generator().manual_seed(0)
     parts = build(cfg, info, device=resolve_device(cfg.run.device), generator=gen)
     parts.student.eval()
     synth = parts.synthesizer
-    labels = balanced_labels(batch, cfg.distillation.num_classes, generator=gen)
+    labels = balanced_labels(batch, parts.spec.num_classes, generator=gen)
     with FlopCount() as counter:
         synth(labels, generator=gen)
     return counter.total / batch

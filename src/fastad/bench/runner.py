@@ -26,7 +26,7 @@ from pathlib import Path
 
 from fastad.bench.flops import matmul_flops_per_second, synthesis_flops_per_image
 from fastad.bench.plot import plot_bench
-from fastad.config import Config, load_config
+from fastad.config import Config, load_config, save_config
 from fastad.config.recipes import RECIPES, recipe_sets
 from fastad.errors import UserError
 from fastad.utils.runtime import resolve_device, set_threads
@@ -73,17 +73,22 @@ def _config(spec: BenchSpec, extra: list[str]) -> Config:
 def unseen_classes(cfg: Config) -> list[int]:
     """The teacher's classes the prior never saw in training (from the prior's ``fastad_prior.json``)."""
     from fastad.diffusion.prior import read_prior_metadata
+    from fastad.models import read_classifier_meta
 
-    if not cfg.distillation.diffusion_checkpoint:
+    d = cfg.distillation
+    if not d.diffusion_checkpoint:
         return []
-    seen = read_prior_metadata(cfg.distillation.diffusion_checkpoint).get("classes")
-    return [] if seen is None else [c for c in range(cfg.distillation.num_classes) if c not in seen]
+    seen = read_prior_metadata(d.diffusion_checkpoint).get("classes")
+    k = d.num_classes or (read_classifier_meta(d.teacher_checkpoint).get("num_classes") if d.teacher_checkpoint
+                          else None)
+    return [] if seen is None or k is None else [c for c in range(k) if c not in seen]
 
 
 def _same_settings(cfg: Config, out: Path) -> None:
-    """A run folder is only reused (or resumed) for the settings it was made with."""
+    """A run folder is only reused (or resumed) for the settings it was made with (as given: a run's saved
+    config also records what it resolved from the teacher, which the bench's config leaves open)."""
     cfg.run.out = str(out)
-    saved = out / "config.yaml"
+    saved = out / "bench_config.yaml"
     if saved.is_file() and asdict(load_config(saved)) != asdict(cfg):
         raise UserError(f"run folder '{out}' was made with other settings than this bench's; "
                         "choose another --out or delete that folder")
@@ -91,32 +96,42 @@ def _same_settings(cfg: Config, out: Path) -> None:
 
 def _distill_run(cfg: Config, out: Path) -> dict:
     """Reuse a finished run, resume an interrupted one, else start it."""
-    from fastad.distill import distill
-    from fastad.utils.runtime import prepare_run
+    from fastad.api import distill
 
     _same_settings(cfg, out)
     if (out / "summary.json").is_file():
         return json.loads((out / "summary.json").read_text())
     if (out / "last.pt").is_file():
-        return distill(load_config(out / "config.yaml"), out, resume=True)
-    return distill(cfg, prepare_run(cfg, "distill"))
+        return distill(out=out, resume=True).summary
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "bench_config.yaml")
+    return distill(config=cfg).summary
+
+
+def _teacher_and_test(cfg: Config):
+    """The teacher, its resolved description and the test split (for the references)."""
+    from fastad.data import load_dataset
+    from fastad.distill import load_teacher, resolve_spec
+
+    device = resolve_device(cfg.run.device)
+    test = load_dataset(cfg.data.dataset, "test", root=cfg.data.root)
+    teacher, meta = load_teacher(cfg, device)
+    spec = resolve_spec(cfg, teacher, meta, test.info, None, device, name=f"'{cfg.distillation.teacher_checkpoint}'")
+    return teacher, spec, test, device
 
 
 def _teacher_run(cfg: Config, out: Path) -> dict:
     """The teacher's own test top-1 (a reference row)."""
-    from fastad.data import load_dataset
-    from fastad.distill import load_teacher
     from fastad.train.evaluate import accuracy_report, predict
     from fastad.utils.io import atomic_json
 
     if (out / "summary.json").is_file():
         return json.loads((out / "summary.json").read_text())
     set_threads(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
-    test = load_dataset(cfg.data.dataset, "test", root=cfg.data.root)
-    teacher, mean, std = load_teacher(cfg, test.info, device)
-    logits, labels = predict(teacher, test, mean=mean, std=std, batch_size=cfg.data.eval_batch_size, device=device)
-    top1 = accuracy_report(logits, labels, num_classes=cfg.distillation.num_classes)["top1"]
+    teacher, spec, test, device = _teacher_and_test(cfg)
+    logits, labels = predict(teacher, test, mean=spec.mean, std=spec.std, batch_size=cfg.data.eval_batch_size,
+                             device=device)
+    top1 = accuracy_report(logits, labels, num_classes=spec.num_classes)["top1"]
     summary = {"teacher_top1": top1, "student_top1": top1}
     out.mkdir(parents=True, exist_ok=True)
     atomic_json(summary, out / "summary.json")
@@ -129,9 +144,7 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
     Not data-free by design: this reference reads the train split. Not resumable mid-run (it is one call).
     """
     from fastad.baselines import train_student_on_real
-    from fastad.config import save_config
     from fastad.data import load_dataset
-    from fastad.distill import load_teacher
     from fastad.models import create_model
     from fastad.utils.io import atomic_json
     from fastad.utils.runtime import seed_everything
@@ -139,16 +152,16 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
     _same_settings(cfg, out)
     if (out / "summary.json").is_file():
         return json.loads((out / "summary.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "bench_config.yaml")
     set_threads(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
     gen = seed_everything(cfg.run.seed)
     d, data = cfg.distillation, cfg.data
-    test = load_dataset(data.dataset, "test", root=data.root)
+    teacher, spec, test, device = _teacher_and_test(cfg)
     train = load_dataset(data.dataset, "train", root=data.root,
                          index_range=tuple(data.train_range) if data.train_range else None, classes=data.classes)
-    teacher, mean, std = load_teacher(cfg, test.info, device)
-    student = create_model(d.student_arch, num_classes=d.num_classes, in_channels=test.info.channels).to(device)
-    res = train_student_on_real(teacher, student, train, test, mean=mean, std=std, steps=steps,
+    student = create_model(d.student_arch, num_classes=spec.num_classes, in_channels=spec.channels).to(device)
+    res = train_student_on_real(teacher, student, train, test, mean=spec.mean, std=spec.std, steps=steps,
                                 batch_size=min(d.train_batch_size, len(train)), lr=d.lr, momentum=d.momentum,
                                 weight_decay=d.weight_decay, kd_temperature=d.kd_temperature,
                                 schedule=d.schedule, milestones=[m * d.train_iterations for m in d.milestones],
@@ -158,8 +171,7 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
                "steps": res["steps_done"], "stopped_by_budget": res["stopped_early"],
                "wall_seconds": res["train_seconds"] + res["eval_seconds"], "synthesis_seconds": 0.0,
                "training_seconds": res["train_seconds"], "data_free": False}
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, out / "config.yaml")  # as resolved
     atomic_json(summary, out / "summary.json")
     return summary
 

@@ -36,25 +36,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from fastad.distill import distill
-    from fastad.utils.runtime import prepare_run
+    from fastad.api import distill
 
     if args.resume:
         if args.recipe:
             raise UserError(f"--recipe {args.recipe} with --resume: a resumed run keeps its own config.yaml; "
                             "start a new run for another recipe")
-        cfg, run_dir = resumed_config(args, "distill", extend_key="distillation.epochs", extend_flag="--epochs")
-        summary = distill(cfg, run_dir, resume=True)
+        _, run_dir = resumed_config(args, "distill", extend_key="distillation.epochs", extend_flag="--epochs")
+        summary = distill(out=run_dir, resume=True).summary
     else:
         if not args.config:
             use_embedded_default(args, "distill", own={"teacher": args.teacher, "prior": args.prior})
+            if args.teacher:  # the embedded default evaluates on its shipped teacher's data; yours names its own
+                from fastad.data import DATASETS
+                from fastad.models import read_classifier_meta
+
+                ds = read_classifier_meta(args.teacher).get("dataset")
+                args.set = [f"data.dataset={ds if ds in DATASETS else 'null'}"] + list(args.set)
         recipe = recipe_sets(args.recipe) if args.recipe else []
         args.set = recipe + list(args.set)  # the user's --set and the flags below still win
         flags = {"distillation.teacher_checkpoint": args.teacher, "distillation.diffusion_checkpoint": args.prior,
                  "fast_ad.guidance": args.guidance, "distillation.save_images": args.save_images}
         args.set = list(args.set) + [f"{k}={v}" for k, v in flags.items() if v]
-        cfg = config_from_args(args, epochs_key="distillation.epochs")
-        summary = distill(cfg, prepare_run(cfg, "distill"))
+        summary = distill(config=config_from_args(args, epochs_key="distillation.epochs")).summary
     print(format_summary(summary))
 
 
@@ -64,8 +68,14 @@ def format_summary(s: dict) -> str:
 
     out = Path(s["out"])
     grids = sorted((out / "grids").glob("round_*.png"))
-    teacher = "not scored" if s["teacher_top1"] is None else f"{s['teacher_top1']:.2f}%"
-    rows = [("teacher top-1", teacher), ("student top-1", f"{s['student_top1']:.2f}%"),
+    def pct(v: float | None, missing: str) -> str:
+        return missing if v is None else f"{v:.2f}%"
+
+    rows = [("teacher top-1", pct(s["teacher_top1"], "not scored")),
+            ("student top-1", pct(s["student_top1"], "not measured (no labelled data: data.dataset is null)")),
+            ("agreement with teacher", "-" if s["synthetic_agreement_top1"] is None else
+             f"{s['synthetic_agreement_top1']:.2f}% top-1, KL {s['synthetic_kl']:.3f} nats, on "
+             f"{s['synthetic_holdout'].split(' held-out')[0]} held-out synthetic images"),
             ("images synthesised", f"{s['images_synthesized']}"),
             ("synthesis time", f"{s['synthesis_seconds']:.0f}s"), ("training time", f"{s['training_seconds']:.0f}s"),
             ("evaluation time", f"{s['evaluation_seconds']:.0f}s"),

@@ -17,17 +17,19 @@ from fastad.errors import UserError
 
 
 def load_config(
-    path: str | Path | None = None,
+    path: str | Path | Config | None = None,
     sets: Iterable[str] = (),
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
     """Build a validated :class:`Config`.
 
-    ``path``: YAML file; ``sets``: ``"section.key=value"`` strings (values parsed as YAML);
-    ``overrides``: ``{"section.key": value}`` from the CLI's common flags (None values skipped).
+    ``path``: YAML file (or a Config to start from); ``sets``: ``"section.key=value"`` strings (values
+    parsed as YAML); ``overrides``: ``{"section.key": value}`` from the CLI's common flags (None values skipped).
     """
     raw: dict[str, Any] = {}
-    if path is not None:
+    if isinstance(path, Config):
+        raw = to_dict(path)
+    elif path is not None:
         raw = read_yaml(path)
     for item in sets:
         key, value = _parse_set(item)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastad.baselines.deepinversion import DeepInversionConfig
+from fastad.data.view import RESIZE_MODES
 from fastad.diffusion.ddim import SamplerConfig
 from fastad.guidance.loss import FastADConfig, GuidanceConfig
 from fastad.guidance.routing import RoutingConfig
@@ -31,7 +32,9 @@ class RunConfig(Section):
 @dataclass
 class DataConfig(Section):
     section = "data"
-    dataset: str = option("fashion_mnist", "dataset name (fastad.data.dataset_names())")
+    dataset: str | None = option(None, "dataset name (fastad.data.dataset_names()): what train-teacher and "
+                                 "train-diffusion train on, and the labelled test split distill reports accuracy on; "
+                                 "null = none (distill then reports agreement with the teacher only)")
     root: str | None = option(None, "dataset folder; null = the dataset's default location")
     train_range: list[int] | None = option(None, "[start, stop) image indices of the train split to use; null = all", ge=0, length=2)
     classes: list[int] | None = option(None, "class ids of the train split to keep; null = all", ge=0)
@@ -58,10 +61,18 @@ class TeacherTrainingConfig(Section):
 @dataclass
 class DistillationConfig(Section):
     section = "distillation"
-    teacher_arch: str = option("resnet34", "teacher architecture (zoo name)")
+    teacher_arch: str | None = option(None, "teacher architecture (zoo name); null = from the checkpoint's metadata")
     student_arch: str = option("resnet18", "student architecture (zoo name)")
-    num_classes: int = option(100, "number of classes of the teacher", ge=2)
-    image_size: list[int] = option([32, 32], "teacher input size [H, W]", ge=1, length=2)
+    num_classes: int | None = option(None, "classes of the teacher; null = from its metadata, the evaluation "
+                                     "dataset or the width of its output", ge=2)
+    image_size: list[int] | None = option(None, "teacher input size [H, W]; null = from its metadata, the evaluation "
+                                          "dataset or the prior", ge=1, length=2)
+    mean: list[float] | None = option(None, "per-channel mean of the teacher's input normalisation; null = from its "
+                                      "metadata or the evaluation dataset")
+    std: list[float] | None = option(None, "per-channel std of the teacher's input normalisation; null = as mean",
+                                     gt=0)
+    resize: str = option("none", "how prior images are resized to image_size when the prior makes another size: "
+                         "'none' refuses a mismatch, or an interpolation mode", choices=("none", *RESIZE_MODES))
     epochs: int = option(200, "distillation rounds (synthesis + student updates)", ge=1)
     buffer_size: int = option(4096, "replay-buffer capacity in images (FIFO)", ge=1)
     lr: float = option(0.1, "initial student learning rate (SGD)", gt=0)
@@ -75,7 +86,11 @@ class DistillationConfig(Section):
     kd_temperature: float = option(4.0, "distillation temperature tau_kd (Eq. 9)", gt=0)
     schedule: str = option("step", "student lr schedule over rounds: 'step' (milestones) or 'cosine'",
                            choices=("step", "cosine"))
-    eval_every: int = option(10, "evaluate on the real test split every N rounds", ge=1)
+    eval_every: int = option(10, "evaluate every N rounds (the real test split, if data.dataset is set, and the "
+                             "held-out synthetic images)", ge=1)
+    holdout_images: int = option(512, "held-out synthetic images, drawn once with a seed of their own and never "
+                                 "trained on, on which the student's agreement with the teacher is measured; 0 = off",
+                                 ge=0)
     evaluate_teacher: bool = option(True, "score the teacher on the test split at the start (the summary's "
                                     "teacher_top1); fastad bench scores it once instead of in every run")
     teacher_checkpoint: str | None = option(None, "teacher weights (safetensors or torch state dict)")

@@ -6,12 +6,16 @@ import math
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from fastad.data.augment import augment
 from fastad.errors import UserError
 
-__all__ = ["make_view"]
+__all__ = ["RESIZE_MODES", "make_view"]
+
+#: How images of another size than the teacher's input are resized (``torch.nn.functional.interpolate`` modes).
+RESIZE_MODES = ("bilinear", "bicubic", "nearest", "area")
 
 
 def make_view(
@@ -21,6 +25,8 @@ def make_view(
     crop_padding: int = 0,
     flip: bool = False,
     generator: torch.Generator | None = None,
+    size: Sequence[int] | None = None,
+    resize: str = "bilinear",
 ) -> Callable[[Tensor], Tensor]:
     """Return ``view(x)``: ``((x + 1) / 2 - mean) / std``, with optional random crop and flip.
 
@@ -32,6 +38,10 @@ def make_view(
     Crop/flip (``fastad.data.augment``) run in [0, 1] space, before normalising, so the padding is
     black as in teacher training; they are gathers, hence differentiable w.r.t. ``x``. Each call
     draws fresh offsets/flips from ``generator`` (the default generator when None).
+
+    ``size`` ``[H, W]``: the teacher's input size; images of another size are first resized to it
+    (``resize``: one of :data:`RESIZE_MODES`, by ``torch.nn.functional.interpolate``, differentiable).
+    None: no resize.
     """
     mean_l, std_l = [float(m) for m in mean], [float(s) for s in std]
     if not mean_l or len(mean_l) != len(std_l):
@@ -40,12 +50,18 @@ def make_view(
         raise UserError(f"view: std {std_l} must be finite and > 0, mean {mean_l} finite")
     if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
         raise UserError(f"view: crop_padding={crop_padding!r} must be an int >= 0")
-    c = len(mean_l)
+    if resize not in RESIZE_MODES:
+        raise UserError(f"view: resize={resize!r}; choose one of {', '.join(RESIZE_MODES)}")
+    c, hw = len(mean_l), None if size is None else (int(size[0]), int(size[1]))
+    smooth = {"align_corners": False} if resize in ("bilinear", "bicubic") else {}
 
     def view(x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != c:
             raise UserError(f"view: expected images [B, {c}, H, W], got {list(x.shape)}")
-        u = augment((x + 1) / 2, crop_padding=crop_padding, flip=flip, generator=generator)
+        u = (x + 1) / 2
+        if hw is not None and tuple(u.shape[-2:]) != hw:
+            u = F.interpolate(u, size=hw, mode=resize, **smooth)
+        u = augment(u, crop_padding=crop_padding, flip=flip, generator=generator)
         m = torch.tensor(mean_l, device=x.device, dtype=x.dtype).view(c, 1, 1)
         s = torch.tensor(std_l, device=x.device, dtype=x.dtype).view(c, 1, 1)
         return (u - m) / s

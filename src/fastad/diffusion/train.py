@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from fastad import __version__
 from fastad.config import Config
-from fastad.data import DatasetInfo, augment, load_dataset, to_float
+from fastad.data import DATASETS, DatasetInfo, augment, load_dataset, to_float
 from fastad.diffusion.ddim import ddim_timesteps
 from fastad.diffusion.prior import Prior, build_unet, save_prior
 from fastad.diffusion.sampling import cyclic_labels, sample_prior
@@ -57,6 +57,9 @@ def training_data(cfg: Config) -> TrainData:
     The labels are dropped here (not merely ignored later) for an unconditional prior.
     """
     d = cfg.data
+    if not d.dataset:
+        raise UserError("config key 'data.dataset' is not set; train-diffusion trains on a dataset: --dataset NAME or "
+                        f"--set data.dataset=NAME (one of {', '.join(DATASETS)})")
     ds = load_dataset(d.dataset, "train", root=d.root,
                       index_range=tuple(d.train_range) if d.train_range else None, classes=d.classes)
     labels = ds.labels if cfg.diffusion.class_conditional else None

@@ -1,8 +1,9 @@
-"""``fastad distill``: the online loop of the paper's Sec. 3.5 (docs/method.md).
+"""The online distillation loop of the paper's Sec. 3.5 (docs/method.md); :func:`fastad.api.distill` runs it.
 
 Per round: synthesise ``synthesis_batch_size`` images for balanced random targets, push them into
 the FIFO buffer, then ``train_iterations`` KD steps of the student on buffer batches (crop/flip).
-Every ``eval_every`` rounds the student is scored on the real test split, the only real data read.
+Every ``eval_every`` rounds the student is scored on the real test split (if one is configured: the
+only real data read) and on held-out synthetic images (its agreement with the teacher).
 ``distillation.synthesizer: deepinversion`` swaps the prior for DeepInversion (the benchmark's
 baseline); ``distillation.max_seconds`` ends the run early on a synthesis + training time budget.
 State is checkpointed atomically after every round; ``--resume`` continues bit-identically on CPU.
@@ -17,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from fastad.buffer import ReplayBuffer
 from fastad.config import Config
-from fastad.data import dataset_info, load_dataset, make_view
-from fastad.distill.build import build
-from fastad.errors import UserError
+from fastad.data import ImageDataset, make_view
+from fastad.distill.build import Built
+from fastad.distill.synthesis import Synthesizer
 from fastad.guidance.routing import balanced_labels
 from fastad.models import save_classifier
 from fastad.train.evaluate import accuracy_report, predict
@@ -32,7 +33,7 @@ from fastad.train.kd import kd_step
 from fastad.utils.images import save_grid, to_uint8
 from fastad.utils.io import atomic_json, atomic_torch_save, load_resume_state
 from fastad.utils.logger import RunLogger
-from fastad.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
+from fastad.utils.runtime import rng_state, set_rng_state
 from fastad.utils.schedule import budget_position, lr_factor
 
 
@@ -56,32 +57,62 @@ class Progress:
     last_top1: float | None = None
     last_per_class: list[float] | None = None
     teacher_top1: float | None = None
+    last_agreement: float | None = None
+    last_kl: float | None = None
     stopped_by_budget: bool = False
     timing: Timing = field(default_factory=Timing)
 
 
-def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
-    """Run (or resume) a distillation; returns the summary written to ``summary.json``."""
-    set_threads(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
-    gen = seed_everything(cfg.run.seed)
-    d = cfg.distillation
-    t_start = time.time()
+#: The held-out synthetic set's generator is seeded with ``run.seed`` plus this: a stream of its own.
+HOLDOUT_SEED_OFFSET = 1_000_003
 
-    # Only the test split is read (the data-free rule); the train split's files are never opened.
-    test = load_dataset(cfg.data.dataset, "test", root=cfg.data.root)
-    info = test.info
-    if info.num_classes != d.num_classes:
-        raise UserError(f"config key 'distillation.num_classes': got {d.num_classes} but dataset "
-                        f"'{info.name}' has {info.num_classes} classes")
-    parts = build(cfg, info, device=device, generator=gen)
-    teacher, student, synth, mean, std, view = (parts.teacher, parts.student, parts.synthesizer, parts.mean,
-                                                parts.std, parts.view)
+
+@torch.no_grad()
+def draw_holdout(cfg: Config, parts: Built) -> Tensor:
+    """``distillation.holdout_images`` images ``[N, C, H, W]`` in [-1, 1] (CPU), never trained on: unguided DDIM
+    from the prior (DeepInversion for a run without one), drawn with a generator of their own."""
+    d = cfg.distillation
+    g = torch.Generator().manual_seed(cfg.run.seed + HOLDOUT_SEED_OFFSET)
+    labels = balanced_labels(d.holdout_images, parts.spec.num_classes, generator=g)
+    synth, out = parts.synthesizer, []
+    for s in range(0, d.holdout_images, d.synthesis_batch_size):
+        y = labels[s:s + d.synthesis_batch_size]
+        if isinstance(synth, Synthesizer):
+            x_T = torch.randn((len(y), *synth.prior.sample_shape), generator=g).to(synth.device)
+            out.append(synth.plain(x_T, y.to(synth.device), generator=g).cpu())
+        else:
+            out.append(synth(y, generator=g).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def agreement(student: nn.Module, teacher_logits: Tensor, images: Tensor, view, *, batch_size: int,
+              device: torch.device) -> dict[str, float]:
+    """The student's agreement with the teacher on prior-space ``images``: top-1 (percent of images where both
+    pick the same class) and ``KL(teacher || student)`` at temperature 1 (nats, mean over images)."""
+    was_training = student.training
+    student.eval()
+    s_logits = torch.cat([student(view(images[i:i + batch_size].to(device))).float().cpu()
+                          for i in range(0, len(images), batch_size)])
+    student.train(was_training)
+    logp_t, logp_s = teacher_logits.log_softmax(1), s_logits.log_softmax(1)
+    return {"top1": 100.0 * (s_logits.argmax(1) == teacher_logits.argmax(1)).float().mean().item(),
+            "kl": (logp_t.exp() * (logp_t - logp_s)).sum(1).mean().item()}
+
+
+def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.Generator,
+                     test: ImageDataset | None = None, resume: bool = False) -> dict:
+    """The online loop over built parts (:func:`fastad.distill.build`); returns the summary written to
+    ``summary.json``. ``test``: the labelled evaluation split, if any (the only real data read)."""
+    gen, d, device = generator, cfg.distillation, next(parts.student.parameters()).device
+    t_start = time.time()
+    teacher, student, synth, spec, view = parts.teacher, parts.student, parts.synthesizer, parts.spec, parts.view
     opt = torch.optim.SGD(student.parameters(), lr=d.lr, momentum=d.momentum, weight_decay=d.weight_decay)
     buffer = ReplayBuffer(d.buffer_size)
-    # The student's view of buffer images: the teacher's input, with the dataset's crop/flip when augmenting.
-    train_view = make_view(mean, std, crop_padding=info.crop_padding if d.augment else 0,
-                           flip=info.flip and d.augment, generator=gen)
+    # The student's view of buffer images: the teacher's input, with the data's crop/flip when augmenting.
+    train_view = make_view(spec.mean, spec.std, crop_padding=spec.crop_padding if d.augment else 0,
+                           flip=spec.flip and d.augment, generator=gen, size=spec.image_size,
+                           resize=d.resize if d.resize != "none" else "bilinear")
     guided_mask = getattr(synth, "guided_mask", None)  # DeepInversion aims at every target
 
     stats_prefix = "guidance" if d.synthesizer == "diffusion" else "deepinversion"
@@ -97,11 +128,16 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
         set_rng_state(state["rng"], gen)
         p = state["progress"]
         prog = Progress(**{**p, "timing": Timing(**p["timing"])})
-    if prog.teacher_top1 is None and d.evaluate_teacher:
-        t0 = time.time()
-        logits, labels = predict(teacher, test, mean=mean, std=std, batch_size=cfg.data.eval_batch_size, device=device)
-        prog.teacher_top1 = accuracy_report(logits, labels, num_classes=d.num_classes)["top1"]
-        prog.timing.evaluation += time.time() - t0
+    bs = cfg.data.eval_batch_size
+    t0 = time.time()
+    if test is not None and prog.teacher_top1 is None and d.evaluate_teacher:
+        logits, labels = predict(teacher, test, mean=spec.mean, std=spec.std, batch_size=bs, device=device)
+        prog.teacher_top1 = accuracy_report(logits, labels, num_classes=spec.num_classes)["top1"]
+    holdout = draw_holdout(cfg, parts) if d.holdout_images else None
+    if holdout is not None:
+        holdout_logits = torch.cat([teacher(view(holdout[i:i + bs].to(device))).float().cpu()
+                                    for i in range(0, len(holdout), bs)])
+    prog.timing.evaluation += time.time() - t0
 
     if resume:
         _drop_rows_after(out / "metrics.jsonl", prog.round)  # rounds logged after the checkpoint are redone
@@ -116,7 +152,7 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
             # 1. synthesis (student in eval: the adversarial term must not touch its BN statistics)
             t0 = time.time()
             student.eval()
-            targets = balanced_labels(d.synthesis_batch_size, d.num_classes, generator=gen)
+            targets = balanced_labels(d.synthesis_batch_size, spec.num_classes, generator=gen)
             if hasattr(synth, "plan_targets"):
                 targets = synth.plan_targets(targets, generator=gen)
             synth.stats.reset()
@@ -124,12 +160,12 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
             images = synth(targets, generator=gen)
             with torch.no_grad():  # does the teacher see the target class in what was synthesised?
                 probs = teacher(view(images)).softmax(1).cpu()
-            agreement = 100.0 * (probs.argmax(1) == targets).float().mean().item()
+            target_rate = 100.0 * (probs.argmax(1) == targets).float().mean().item()
             buffer.push(images.cpu(), targets)
             newest = images.cpu()
-            captions = _captions(info.class_names, targets, probs, aimed)
+            captions = _captions(spec.class_names, targets, probs, aimed)
             prog.images += len(targets)
-            _export(cfg, out, rnd, newest, targets)
+            _export(cfg, out, rnd, newest, targets, spec.class_names)
             prog.timing.synthesis += time.time() - t0
 
             # 2. student updates on buffer batches
@@ -145,22 +181,29 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
             budget = d.max_seconds > 0 and prog.timing.synthesis + prog.timing.training >= d.max_seconds
             record = {"round": rnd, "train/kd_loss": float(np.mean(losses)), "train/lr": lr,
                       "images_synthesized": prog.images, "buffer_size": len(buffer),
-                      "synthesis/teacher_agreement": agreement,
+                      "synthesis/teacher_agreement": target_rate,
                       "synthesis/teacher_confidence": probs.max(1).values.mean().item(),
                       **{f"{stats_prefix}/{k}": v for k, v in synth.stats.summary().items()}}
-            # 3. evaluation on the real test split
+            # 3. evaluation: the real test split (if any) and the held-out synthetic images
             if rnd % d.eval_every == 0 or rnd == d.epochs or budget:
                 t0 = time.time()
-                logits, labels = predict(student, test, mean=mean, std=std, batch_size=cfg.data.eval_batch_size,
-                                         device=device)
-                rep = accuracy_report(logits, labels, num_classes=d.num_classes)
-                prog.last_top1, prog.last_per_class = rep["top1"], rep["per_class"]
-                record.update({"eval/top1": rep["top1"], "eval/top5": rep.get("top5")})
+                score = None
+                if test is not None:
+                    logits, labels = predict(student, test, mean=spec.mean, std=spec.std, batch_size=bs,
+                                             device=device)
+                    rep = accuracy_report(logits, labels, num_classes=spec.num_classes)
+                    prog.last_top1, prog.last_per_class, score = rep["top1"], rep["per_class"], rep["top1"]
+                    record.update({"eval/top1": rep["top1"], "eval/top5": rep.get("top5")})
+                if holdout is not None:
+                    agree = agreement(student, holdout_logits, holdout, view, batch_size=bs, device=device)
+                    prog.last_agreement, prog.last_kl = agree["top1"], agree["kl"]
+                    score = agree["top1"] if score is None else score
+                    record.update({"eval/synthetic_agreement": agree["top1"], "eval/synthetic_kl": agree["kl"]})
                 save_grid(out / "grids" / f"round_{rnd:05d}.png", to_uint8(newest), scale=2, captions=captions)
                 prog.timing.evaluation += time.time() - t0
-                if rep["top1"] > prog.best_top1:
-                    prog.best_top1 = rep["top1"]
-                    atomic_torch_save({"student": student.state_dict(), "round": rnd, "top1": rep["top1"]}, best_path)
+                if score is not None and score > prog.best_top1:
+                    prog.best_top1 = score
+                    atomic_torch_save({"student": student.state_dict(), "round": rnd, "score": score}, best_path)
             prog.round, prog.stopped_by_budget = rnd, budget
             record.update({"time/synthesis": prog.timing.synthesis, "time/training": prog.timing.training,
                            "time/evaluation": prog.timing.evaluation})
@@ -176,15 +219,22 @@ def distill(cfg: Config, out: Path, *, resume: bool = False) -> dict:
 
     diffusion = d.synthesizer == "diffusion"
     guidance, prior_path = (cfg.fast_ad.guidance, d.diffusion_checkpoint) if diffusion else (None, None)
-    meta = {"kind": "classifier", "arch": d.student_arch, "num_classes": d.num_classes, "in_channels": info.channels,
-            "input_size": list(info.image_size), "dataset": info.name, "class_names": list(info.class_names),
-            "mean": list(mean), "std": list(std), "test_top1": prog.last_top1,
-            "distilled_from": d.teacher_checkpoint, "synthesizer": d.synthesizer, "prior": prior_path,
-            "guidance": guidance,
-            "images_synthesized": prog.images}
+    meta = {"kind": "classifier", "arch": parts.student_name, "num_classes": spec.num_classes,
+            "in_channels": spec.channels, "input_size": list(spec.image_size),
+            "dataset": test.info.name if test is not None else None, "class_names": spec.class_names,
+            "mean": spec.mean, "std": spec.std, "test_top1": prog.last_top1,
+            "synthetic_agreement": prog.last_agreement, "distilled_from": parts.teacher_name,
+            "synthesizer": d.synthesizer, "prior": prior_path, "guidance": guidance, "images_synthesized": prog.images}
     save_classifier(out / "student.safetensors", student, meta)
     summary = {"teacher_top1": prog.teacher_top1, "student_top1": prog.last_top1,
-               "student_per_class": prog.last_per_class, "best_student_top1": prog.best_top1,
+               "student_per_class": prog.last_per_class, "best_student_score": prog.best_top1,
+               "evaluated_on": f"{test.info.name} test split ({len(test)} images)" if test is not None else
+               "no labelled data (data.dataset is null): student_top1 is not measured",
+               "synthetic_agreement_top1": prog.last_agreement, "synthetic_kl": prog.last_kl,
+               "synthetic_holdout": f"{d.holdout_images} held-out synthetic images (seed run.seed + "
+                                    f"{HOLDOUT_SEED_OFFSET}, never trained on): the student's top-1 agreement with "
+                                    "the teacher (%) and KL(teacher || student) (nats)" if holdout is not None else None,
+               "teacher": parts.teacher_name, "spec_sources": spec.sources,
                "images_synthesized": prog.images, "rounds": prog.round,
                "wall_seconds": prog.timing.total(), "synthesis_seconds": prog.timing.synthesis,
                "training_seconds": prog.timing.training, "evaluation_seconds": prog.timing.evaluation,
@@ -234,12 +284,10 @@ def _drop_rows_after(path: Path, last_round: int) -> None:
 
 
 def _progress_dict(p: Progress) -> dict:
-    return {"round": p.round, "images": p.images, "best_top1": p.best_top1, "last_top1": p.last_top1, "last_per_class": p.last_per_class,
-            "teacher_top1": p.teacher_top1, "stopped_by_budget": p.stopped_by_budget,
-            "timing": vars(p.timing).copy()}
+    return {**{k: v for k, v in vars(p).items() if k != "timing"}, "timing": vars(p.timing).copy()}
 
 
-def _export(cfg: Config, out: Path, rnd: int, images: Tensor, labels: Tensor) -> None:
+def _export(cfg: Config, out: Path, rnd: int, images: Tensor, labels: Tensor, names: list[str]) -> None:
     """``--save-images``: every synthesised image, for offline reuse (uint8, as the buffer stores them)."""
     mode = cfg.distillation.save_images
     if mode == "none":
@@ -252,7 +300,6 @@ def _export(cfg: Config, out: Path, rnd: int, images: Tensor, labels: Tensor) ->
         return
     from PIL import Image
 
-    names = dataset_info(cfg.data.dataset, root=cfg.data.root).class_names
     for i, (img, y) in enumerate(zip(u8, labels.tolist())):
         d = folder / names[y].replace("/", "_")
         d.mkdir(parents=True, exist_ok=True)

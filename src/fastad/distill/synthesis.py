@@ -117,14 +117,20 @@ class Synthesizer:
             out[idx] = self._guided(x_T[idx], labels[idx], generator)
         if not guided.all():
             plain = ~guided
-            images = ddim_sample(self.provider(self.prior, labels[plain]), x_T[plain], self.prior.alphas_cumprod,
-                                 self.timesteps, ddim_eta=self.sampler.ddim_eta, generator=generator,
-                                 final_abar=self.sampler.final_abar, clip_x0=self.sampler.clip_x0).clamp(-1, 1)
+            images = self.plain(x_T[plain], labels[plain], generator=generator)
             out[plain] = images
             if self.coverage is not None:
                 with torch.no_grad():
                     self.coverage.update(self.classify(images).argmax(1))
         return out.clamp(-1, 1)
+
+    def plain(self, x_T: Tensor, labels: Tensor, *, generator: torch.Generator) -> Tensor:
+        """Unguided DDIM from ``x_T`` [B, C, H, W] (``labels`` [B] condition a class-conditional prior) -> images
+        in [-1, 1]; ``generator`` serves the ``ddim_eta > 0`` noise."""
+        s = self.sampler
+        return ddim_sample(self.provider(self.prior, labels), x_T, self.prior.alphas_cumprod, self.timesteps,
+                           ddim_eta=s.ddim_eta, generator=generator, final_abar=s.final_abar,
+                           clip_x0=s.clip_x0).clamp(-1, 1)
 
     def state_dict(self) -> dict:
         """What a resumed run needs (the coverage counts, when routing by coverage)."""

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fastad.config import Config
-from fastad.data import augment, iterate_batches, load_dataset, to_float
+from fastad.data import DATASETS, augment, iterate_batches, load_dataset, to_float
 from fastad.models import create_model, save_classifier
 from fastad.train.evaluate import accuracy_report, normalizer, predict
 from fastad.utils.io import atomic_json, atomic_torch_save, load_resume_state
@@ -49,6 +49,9 @@ def train_teacher(cfg: Config, out: Path, *, resume: bool = False) -> dict:
     gen = seed_everything(cfg.run.seed)
     t, d = cfg.teacher_training, cfg.data
 
+    if not d.dataset:
+        raise UserError("config key 'data.dataset' is not set; train-teacher trains on a dataset: --dataset NAME or "
+                        f"--set data.dataset=NAME (one of {', '.join(DATASETS)})")
     train = load_dataset(d.dataset, "train", root=d.root,
                          index_range=tuple(d.train_range) if d.train_range else None, classes=d.classes)
     test = load_dataset(d.dataset, "test", root=d.root)
