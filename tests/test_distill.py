@@ -564,3 +564,64 @@ def test_progress_bar_counts_budget_seconds(capsys):
     _advance(bar, d, Progress(round=3), loss=0.5)
     assert bar.n == 3
     bar.close()
+
+
+# --- runs that stop early ---------------------------------------------------------------------------------------
+
+
+def _failing_kd_step(monkeypatch, *, at_call: int, error: BaseException | None = None):
+    """Patch the loop's KD step: from call ``at_call`` on it raises ``error``, or reports a NaN loss."""
+    import fastad.distill.loop as loop
+
+    real, calls = loop.kd_step, []
+
+    def step(*a, **k):
+        calls.append(1)
+        if len(calls) >= at_call:
+            if error is not None:
+                raise error
+            real(*a, **k)
+            return {"kd_loss": float("nan")}
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, "kd_step", step)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_round(assets, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "nan"
+    _failing_kd_step(monkeypatch, at_call=4)  # round 2's second step (2 steps per round)
+    rc, _, err = run_cli(distill_args(assets, out, rounds=3), capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "became nan in round 2" in err and "--resume" in err
+    assert torch.load(out / "last.pt", weights_only=True)["progress"]["round"] == 1
+    monkeypatch.undo()
+    assert run_cli(["distill", "--resume", out], capsys)[0] == 0
+    assert json.loads((out / "summary.json").read_text())["rounds"] == 3
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(assets, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "int"
+    _failing_kd_step(monkeypatch, at_call=3, error=KeyboardInterrupt())  # in round 2
+    rc, _, err = run_cli(distill_args(assets, out, rounds=3), capsys)
+    assert rc == 130 and len(err.strip().splitlines()) == 1, err
+    assert f"interrupted in round 2; {out / 'last.pt'} keeps round 1; continue with: fastad distill --resume {out}" in err
+    monkeypatch.undo()
+    assert run_cli(["distill", "--resume", out], capsys)[0] == 0
+
+
+def test_notes_on_a_guard_stop_and_on_rounds_that_slow_down():
+    from types import SimpleNamespace
+
+    from fastad.distill.loop import SLOWDOWN, Progress, _notes
+
+    d = SimpleNamespace(epochs=60, max_seconds=100.0)
+    prog = Progress(round=7, round_seconds=[9.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+    assert _notes(prog, d) == []  # a slow first round (warm-up) is not a slowdown
+    prog.round_seconds += [2.0 * SLOWDOWN + 1] * 3
+    prog.round = 10
+    (note,) = _notes(prog, d)
+    assert "rounds 8-10 took 2.5x as long as rounds 2-4" in note
+    prog.warnings.append(note)
+    prog.round_seconds.append(20.0)
+    assert _notes(prog, d) == []  # said once
+    prog.stopped_by_budget = True
+    assert "max_seconds=100 stopped the run after 10 of 60 rounds" in _notes(prog, d)[0]

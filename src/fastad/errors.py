@@ -10,3 +10,12 @@ class UserError(ValueError):
     """A problem with the user's input; the message is one line naming what is wrong."""
 
     exit_code = 2
+
+
+class RunStopped(UserError):
+    """A run stopped before its end (interrupted, or a non-finite loss); the message says what was kept and how
+    to continue. ``exit_code`` 130 for an interrupt (as a shell reports SIGINT), else 2."""
+
+    def __init__(self, message: str, *, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

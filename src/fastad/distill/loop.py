@@ -12,6 +12,9 @@ State is checkpointed atomically after every round; ``--resume`` continues bit-i
 from __future__ import annotations
 
 import json
+import math
+import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from fastad.config import Config
 from fastad.data import ImageDataset, make_view
 from fastad.distill.build import Built
 from fastad.distill.synthesis import Synthesizer
+from fastad.errors import RunStopped
 from fastad.guidance.routing import balanced_labels
 from fastad.models import save_classifier
 from fastad.train.evaluate import accuracy_report, predict
@@ -60,6 +64,8 @@ class Progress:
     last_agreement: float | None = None
     last_kl: float | None = None
     stopped_by_budget: bool = False
+    round_seconds: list[float] = field(default_factory=list)  # synthesis + training per round
+    warnings: list[str] = field(default_factory=list)
     timing: Timing = field(default_factory=Timing)
 
 
@@ -150,7 +156,7 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             for group in opt.param_groups:
                 group["lr"] = lr
             # 1. synthesis (student in eval: the adversarial term must not touch its BN statistics)
-            t0 = time.time()
+            t0 = t_round = time.time()
             student.eval()
             targets = balanced_labels(d.synthesis_batch_size, spec.num_classes, generator=gen)
             if hasattr(synth, "plan_targets"):
@@ -175,7 +181,12 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             for _ in range(d.train_iterations):
                 x, _y = buffer.sample(d.train_batch_size, generator=gen)
                 losses.append(kd_step(student, teacher, train_view(x.to(device)), opt, tau=d.kd_temperature)["kd_loss"])
+                if not math.isfinite(losses[-1]):  # last.pt still holds the previous round, untouched
+                    raise RunStopped(f"the student's KD loss became {losses[-1]} in round {rnd} (lr {lr:.3g}); the run "
+                                     f"stopped and {last_path} keeps round {prog.round}: lower distillation.lr, then "
+                                     f"fastad distill --resume {out}")
             prog.timing.training += time.time() - t0
+            round_seconds = time.time() - t_round
 
             # The budget counts synthesis + training only, so evaluation frequency does not change it.
             budget = d.max_seconds > 0 and prog.timing.synthesis + prog.timing.training >= d.max_seconds
@@ -205,7 +216,12 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
                     prog.best_top1 = score
                     atomic_torch_save({"student": student.state_dict(), "round": rnd, "score": score}, best_path)
             prog.round, prog.stopped_by_budget = rnd, budget
-            record.update({"time/synthesis": prog.timing.synthesis, "time/training": prog.timing.training,
+            prog.round_seconds.append(round_seconds)
+            for note in _notes(prog, d):
+                prog.warnings.append(note)
+                tqdm.write(f"fastad distill: warning: {note}", file=sys.stderr)
+            record.update({"time/round": round_seconds, "time/synthesis": prog.timing.synthesis,
+                           "time/training": prog.timing.training,
                            "time/evaluation": prog.timing.evaluation})
             logger.log(rnd, record)
             atomic_torch_save({"student": student.state_dict(), "optimizer": opt.state_dict(),
@@ -213,6 +229,10 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
                                "synthesis": synth.state_dict() if hasattr(synth, "state_dict") else {},
                                "rng": rng_state(gen), "progress": _progress_dict(prog)}, last_path)
             _advance(bar, d, prog, loss=record["train/kd_loss"])
+    except KeyboardInterrupt:
+        saved = f"{last_path} keeps round {prog.round}; continue with: fastad distill --resume {out}" if prog.round \
+            else "no round had finished, so nothing was saved"
+        raise RunStopped(f"interrupted in round {prog.round + 1}; {saved}", exit_code=130) from None
     finally:
         bar.close()
         logger.close()
@@ -239,10 +259,30 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
                "wall_seconds": prog.timing.total(), "synthesis_seconds": prog.timing.synthesis,
                "training_seconds": prog.timing.training, "evaluation_seconds": prog.timing.evaluation,
                "session_seconds": time.time() - t_start, "synthesizer": d.synthesizer, "guidance": guidance,
-               "stopped_by_budget": prog.stopped_by_budget, "out": str(out),
+               "stopped_by_budget": prog.stopped_by_budget, "warnings": prog.warnings, "out": str(out),
                "student": str(out / "student.safetensors")}
     atomic_json(summary, out / "summary.json")
     return summary
+
+
+#: A run whose recent rounds take this many times as long as its first ones says so (once).
+SLOWDOWN = 2.0
+
+
+def _notes(prog: Progress, d) -> list[str]:
+    """Warnings due after the round just finished: a time guard that cut the run short, or rounds that became
+    much slower than the run's own first ones (a busy machine). Each is given once."""
+    notes = []
+    if prog.stopped_by_budget and prog.round < d.epochs:
+        notes.append(f"distillation.max_seconds={d.max_seconds:g} stopped the run after {prog.round} of {d.epochs} "
+                     "rounds (synthesis + training time): the student saw fewer images than the config asks for")
+    times, said = prog.round_seconds, any("as long as rounds 2-4" in w for w in prog.warnings)
+    if not said and len(times) >= 7:
+        first, recent = statistics.median(times[1:4]), statistics.median(times[-3:])  # round 1 warms up
+        if recent > SLOWDOWN * first:
+            notes.append(f"rounds {len(times) - 2}-{len(times)} took {recent / first:.1f}x as long as rounds 2-4 "
+                         f"({recent:.1f} s against {first:.1f} s): the machine is busier than when the run began")
+    return notes
 
 
 def _schedule_position(prog: Progress, d) -> float:
