@@ -20,12 +20,14 @@ from torch import nn
 
 from fastad.config import Config, load_config
 from fastad.config.recipes import recipe_sets
-from fastad.data import ImageDataset, load_dataset
+from fastad.data import ImageDataset, dataset_info, load_dataset
 from fastad.diffusion.prior import Prior
 from fastad.distill.build import build, describe
+from fastad.distill.distributed import broadcast_object, rank_seed, setup, teardown, world_from_env
 from fastad.distill.loop import run_distillation
 from fastad.errors import UserError
-from fastad.utils.runtime import prepare_run, resolve_device, seed_everything, set_threads
+from fastad.utils.runtime import prepare_run, resolve_device, seed_everything
+from fastad.utils.threads import set_threads
 
 __all__ = ["DistillResult", "distill"]
 
@@ -99,23 +101,32 @@ def distill(
     if isinstance(student, str):
         d.student_arch, student = student, None
 
-    set_threads(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
-    gen = seed_everything(cfg.run.seed)
-    # Only the test split is read, and only when one is configured (the data-free rule: never the train split).
+    world = world_from_env()  # torchrun's ranks, or one process
+    set_threads(cfg.run.threads, share=world.local_size)
+    device = setup(world, resolve_device(cfg.run.device))
+    for key in ("synthesis_batch_size", "train_batch_size"):
+        if getattr(d, key) % world.size:
+            raise UserError(f"config key 'distillation.{key}': got {getattr(d, key)}; with {world.size} processes it "
+                            f"must be a multiple of {world.size} (each rank takes an equal share)")
+    gen = seed_everything(cfg.run.seed)  # the same global RNG on every rank: the same student initialisation
+    gen.manual_seed(rank_seed(cfg.run.seed, world.rank))  # each rank's own stream (rank 0: the run's seed)
+    # Only the test split is read, only when one is configured, and only its images on rank 0 (the data-free
+    # rule: never the train split).
     test: ImageDataset | None = None
-    if cfg.data.dataset:
+    info = dataset_info(cfg.data.dataset, root=cfg.data.root) if cfg.data.dataset else None
+    if cfg.data.dataset and world.main:
         test = load_dataset(cfg.data.dataset, "test", root=cfg.data.root)
-    parts = build(cfg, test.info if test is not None else None, device=device, generator=gen, teacher=teacher,
-                  student=student, prior=prior)
-    if test is not None and tuple(test.info.image_size) != parts.spec.image_size:
-        raise UserError(f"data.dataset '{test.info.name}' has {test.info.image_size[0]}x{test.info.image_size[1]} "
-                        f"images but the teacher takes {parts.spec.image_size[0]}x{parts.spec.image_size[1]}")
-    if resume:
-        run_dir = Path(out)  # type: ignore[arg-type]
-    else:
-        run_dir = prepare_run(cfg, "distill")
-    if cfg.logging.progress:
+        info = test.info
+    parts = build(cfg, info, device=device, generator=gen, teacher=teacher, student=student, prior=prior)
+    if info is not None and tuple(info.image_size) != parts.spec.image_size:
+        raise UserError(f"data.dataset '{info.name}' has {info.image_size[0]}x{info.image_size[1]} images but the "
+                        f"teacher takes {parts.spec.image_size[0]}x{parts.spec.image_size[1]}")
+    if not resume:
+        run_dir = Path(str(broadcast_object(str(prepare_run(cfg, "distill")) if world.main else None, world)))
+    if cfg.logging.progress and world.main:
         print(describe(parts, cfg), flush=True)
-    summary = run_distillation(cfg, parts, run_dir, generator=gen, test=test, resume=resume)
+    try:
+        summary = run_distillation(cfg, parts, run_dir, generator=gen, test=test, resume=resume, world=world)
+    finally:
+        teardown(world)
     return DistillResult(parts.student, summary, run_dir)

@@ -22,14 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from fastad.buffer import ReplayBuffer
 from fastad.config import Config
 from fastad.data import ImageDataset, make_view
 from fastad.distill.build import Built
+from fastad.distill.distributed import World, all_any, gather_cat, gather_objects
 from fastad.distill.synthesis import Synthesizer
-from fastad.errors import RunStopped
+from fastad.errors import RunStopped, UserError
 from fastad.guidance.routing import balanced_labels
 from fastad.models import save_classifier
 from fastad.train.evaluate import accuracy_report, predict
@@ -107,13 +109,17 @@ def agreement(student: nn.Module, teacher_logits: Tensor, images: Tensor, view, 
 
 
 def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.Generator,
-                     test: ImageDataset | None = None, resume: bool = False) -> dict:
+                     test: ImageDataset | None = None, resume: bool = False, world: World = World()) -> dict:
     """The online loop over built parts (:func:`fastad.distill.build`); returns the summary written to
-    ``summary.json``. ``test``: the labelled evaluation split, if any (the only real data read)."""
+    ``summary.json``. ``test``: the labelled evaluation split, if any (the only real data read).
+    ``world``: this process's rank among several (:mod:`fastad.distill.distributed`); rank 0 evaluates and writes."""
     gen, d, device = generator, cfg.distillation, next(parts.student.parameters()).device
     t_start = time.time()
     teacher, student, synth, spec, view = parts.teacher, parts.student, parts.synthesizer, parts.spec, parts.view
     opt = torch.optim.SGD(student.parameters(), lr=d.lr, momentum=d.momentum, weight_decay=d.weight_decay)
+    model: nn.Module = student  # what the KD step trains: the bare student, or its DDP wrapper
+    if world.size > 1:
+        model = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
     buffer = ReplayBuffer(d.buffer_size)
     # The student's view of buffer images: the teacher's input, with the data's crop/flip when augmenting.
     train_view = make_view(spec.mean, spec.std, crop_padding=spec.crop_padding if d.augment else 0,
@@ -126,12 +132,16 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume:
         state = load_resume_state(out)
+        if state.get("world_size", 1) != world.size:
+            raise UserError(f"--resume '{out}': its last.pt was written by {state.get('world_size', 1)} process(es) and "
+                            f"holds that many random streams; resume it with --nproc {state.get('world_size', 1)}, "
+                            f"not {world.size}")
         student.load_state_dict(state["student"])
         opt.load_state_dict(state["optimizer"])
         buffer.load_state_dict(state["buffer"])
         if hasattr(synth, "load_state_dict"):
             synth.load_state_dict(state.get("synthesis", {}))
-        set_rng_state(state["rng"], gen)
+        set_rng_state(state["rng_ranks"][world.rank] if world.size > 1 else state["rng"], gen)
         p = state["progress"]
         prog = Progress(**{**p, "timing": Timing(**p["timing"])})
     bs = cfg.data.eval_batch_size
@@ -139,16 +149,17 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
     if test is not None and prog.teacher_top1 is None and d.evaluate_teacher:
         logits, labels = predict(teacher, test, mean=spec.mean, std=spec.std, batch_size=bs, device=device)
         prog.teacher_top1 = accuracy_report(logits, labels, num_classes=spec.num_classes)["top1"]
-    holdout = draw_holdout(cfg, parts) if d.holdout_images else None
+    holdout = draw_holdout(cfg, parts) if d.holdout_images and world.main else None
     if holdout is not None:
         holdout_logits = torch.cat([teacher(view(holdout[i:i + bs].to(device))).float().cpu()
                                     for i in range(0, len(holdout), bs)])
     prog.timing.evaluation += time.time() - t0
 
-    if resume:
+    if resume and world.main:
         _drop_rows_after(out / "metrics.jsonl", prog.round)  # rounds logged after the checkpoint are redone
-    logger = RunLogger(out, tensorboard=cfg.logging.tensorboard)
-    bar = _progress_bar(d, prog, disable=not cfg.logging.progress)
+    logger = RunLogger(out, tensorboard=cfg.logging.tensorboard) if world.main else None
+    bar = _progress_bar(d, prog, disable=not (cfg.logging.progress and world.main))
+    share, batch = d.synthesis_batch_size // world.size, d.train_batch_size // world.size
     try:
         while prog.round < d.epochs and not prog.stopped_by_budget:
             rnd = prog.round + 1
@@ -158,20 +169,29 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             # 1. synthesis (student in eval: the adversarial term must not touch its BN statistics)
             t0 = t_round = time.time()
             student.eval()
-            targets = balanced_labels(d.synthesis_batch_size, spec.num_classes, generator=gen)
+            targets = balanced_labels(share, spec.num_classes, generator=gen)  # this rank's share of the round
             if hasattr(synth, "plan_targets"):
                 targets = synth.plan_targets(targets, generator=gen)
             synth.stats.reset()
             aimed = torch.ones(len(targets), dtype=torch.bool) if guided_mask is None else guided_mask(targets).cpu()
+            coverage = getattr(synth, "coverage", None)
+            before = None if coverage is None else coverage.counts.clone()
             images = synth(targets, generator=gen)
-            with torch.no_grad():  # does the teacher see the target class in what was synthesised?
-                probs = teacher(view(images)).softmax(1).cpu()
-            target_rate = 100.0 * (probs.argmax(1) == targets).float().mean().item()
-            buffer.push(images.cpu(), targets)
-            newest = images.cpu()
-            captions = _captions(spec.class_names, targets, probs, aimed)
+            # Every rank's buffer receives the whole round (see fastad.distill.distributed), and every rank
+            # counts what all the round's plain samples showed.
+            images, targets = gather_cat(images, world).cpu(), gather_cat(targets.to(images.device), world).cpu()
+            aimed = gather_cat(aimed.to(device), world).cpu()
+            if coverage is not None and world.size > 1:
+                coverage.counts = before + gather_cat((coverage.counts - before).to(device)[None], world).sum(0).cpu()
+            buffer.push(images, targets)
             prog.images += len(targets)
-            _export(cfg, out, rnd, newest, targets, spec.class_names)
+            if world.main:
+                with torch.no_grad():  # does the teacher see the target class in what was synthesised?
+                    probs = teacher(view(images.to(device))).softmax(1).cpu()
+                target_rate = 100.0 * (probs.argmax(1) == targets).float().mean().item()
+                newest = images
+                captions = _captions(spec.class_names, targets, probs, aimed)
+                _export(cfg, out, rnd, newest, targets, spec.class_names)
             prog.timing.synthesis += time.time() - t0
 
             # 2. student updates on buffer batches
@@ -179,17 +199,24 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             student.train()
             losses = []
             for _ in range(d.train_iterations):
-                x, _y = buffer.sample(d.train_batch_size, generator=gen)
-                losses.append(kd_step(student, teacher, train_view(x.to(device)), opt, tau=d.kd_temperature)["kd_loss"])
-                if not math.isfinite(losses[-1]):  # last.pt still holds the previous round, untouched
-                    raise RunStopped(f"the student's KD loss became {losses[-1]} in round {rnd} (lr {lr:.3g}); the run "
-                                     f"stopped and {last_path} keeps round {prog.round}: lower distillation.lr, then "
-                                     f"fastad distill --resume {out}")
+                x, _y = buffer.sample(batch, generator=gen)
+                losses.append(kd_step(model, teacher, train_view(x.to(device)), opt, tau=d.kd_temperature)["kd_loss"])
+            bad = next((v for v in losses if not math.isfinite(v)), None)
+            if all_any(bad is not None, world, device):  # last.pt still holds the previous round, untouched
+                raise RunStopped(f"the student's KD loss became {bad if bad is not None else 'non-finite'} in round "
+                                 f"{rnd} (lr {lr:.3g}); the run stopped and {last_path} keeps round {prog.round}: "
+                                 f"lower distillation.lr, then fastad distill --resume {out}")
             prog.timing.training += time.time() - t0
             round_seconds = time.time() - t_round
 
             # The budget counts synthesis + training only, so evaluation frequency does not change it.
-            budget = d.max_seconds > 0 and prog.timing.synthesis + prog.timing.training >= d.max_seconds
+            budget = all_any(d.max_seconds > 0 and prog.timing.synthesis + prog.timing.training >= d.max_seconds, world,
+                             device)  # the ranks stop together
+            rngs = gather_objects(rng_state(gen), world)
+            prog.round, prog.stopped_by_budget = rnd, budget
+            prog.round_seconds.append(round_seconds)
+            if not world.main:
+                continue
             record = {"round": rnd, "train/kd_loss": float(np.mean(losses)), "train/lr": lr,
                       "images_synthesized": prog.images, "buffer_size": len(buffer),
                       "synthesis/teacher_agreement": target_rate,
@@ -215,8 +242,6 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
                 if score is not None and score > prog.best_top1:
                     prog.best_top1 = score
                     atomic_torch_save({"student": student.state_dict(), "round": rnd, "score": score}, best_path)
-            prog.round, prog.stopped_by_budget = rnd, budget
-            prog.round_seconds.append(round_seconds)
             for note in _notes(prog, d):
                 prog.warnings.append(note)
                 tqdm.write(f"fastad distill: warning: {note}", file=sys.stderr)
@@ -227,7 +252,9 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             atomic_torch_save({"student": student.state_dict(), "optimizer": opt.state_dict(),
                                "buffer": buffer.state_dict(),
                                "synthesis": synth.state_dict() if hasattr(synth, "state_dict") else {},
-                               "rng": rng_state(gen), "progress": _progress_dict(prog)}, last_path)
+                               "rng": rngs[0], "world_size": world.size,
+                               **({"rng_ranks": rngs} if world.size > 1 else {}),
+                               "progress": _progress_dict(prog)}, last_path)
             _advance(bar, d, prog, loss=record["train/kd_loss"])
     except KeyboardInterrupt:
         saved = f"{last_path} keeps round {prog.round}; continue with: fastad distill --resume {out}" if prog.round \
@@ -235,8 +262,13 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
         raise RunStopped(f"interrupted in round {prog.round + 1}; {saved}", exit_code=130) from None
     finally:
         bar.close()
-        logger.close()
+        if logger is not None:
+            logger.close()
 
+    # Every rank ends with the same student (DDP): the summary records each rank's parameter checksum.
+    checksums = gather_objects(float(sum(p.detach().double().sum().item() for p in student.parameters())), world)
+    if not world.main:
+        return {"rank": world.rank, "student_checksum": checksums[world.rank]}
     diffusion = d.synthesizer == "diffusion"
     guidance, prior_path = (cfg.fast_ad.guidance, d.diffusion_checkpoint) if diffusion else (None, None)
     meta = {"kind": "classifier", "arch": parts.student_name, "num_classes": spec.num_classes,
@@ -259,7 +291,8 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
                "wall_seconds": prog.timing.total(), "synthesis_seconds": prog.timing.synthesis,
                "training_seconds": prog.timing.training, "evaluation_seconds": prog.timing.evaluation,
                "session_seconds": time.time() - t_start, "synthesizer": d.synthesizer, "guidance": guidance,
-               "stopped_by_budget": prog.stopped_by_budget, "warnings": prog.warnings, "out": str(out),
+               "stopped_by_budget": prog.stopped_by_budget, "warnings": prog.warnings, "processes": world.size,
+               **({"student_checksums": checksums} if world.size > 1 else {}), "out": str(out),
                "student": str(out / "student.safetensors")}
     atomic_json(summary, out / "summary.json")
     return summary

@@ -43,13 +43,13 @@ def available_cores(window: float = 0.3) -> int:
     return max(1, min(cores, round(cores - busy)))
 
 
-def choose_threads(n: int) -> int:
-    """``n > 0``: that many; 0 (auto): :func:`available_cores`."""
-    return n if n > 0 else available_cores()
+def choose_threads(n: int, *, share: int = 1) -> int:
+    """``n > 0``: that many; 0 (auto): :func:`available_cores`, split among ``share`` processes of this machine."""
+    return n if n > 0 else max(1, available_cores() // share)
 
 
-def set_threads(n: int) -> int:
-    """Set torch's intra-op threads to :func:`choose_threads` ``(n)``; returns the number set."""
-    threads = choose_threads(n)
+def set_threads(n: int, *, share: int = 1) -> int:
+    """Set torch's intra-op threads to :func:`choose_threads`; returns the number set."""
+    threads = choose_threads(n, share=share)
     torch.set_num_threads(threads)
     return threads
