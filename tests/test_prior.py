@@ -75,7 +75,9 @@ def test_cifar_architecture_loads(cifar) -> None:
         eps = prior.eps_fn(x, t)
         direct = unet(x, t).sample
     assert eps.shape == (1, 3, 32, 32) and eps.dtype == torch.float32
-    torch.testing.assert_close(eps, direct, rtol=1e-6, atol=1e-6)
+    # Two module instances with the same weights: oneDNN may pick other conv algorithms for each (seen with one
+    # thread: 2e-6 apart), so equal up to float32 rounding of a 35.7M-parameter network.
+    torch.testing.assert_close(eps, direct, rtol=1e-5, atol=1e-5)
 
 
 def _save_tiny(tmp_path: Path, prediction_type: str, **kw) -> tuple[UNet2DModel, Prior]:
