@@ -45,7 +45,8 @@ class ImageDataset:
 
 
 def dataset_info(name: str, *, root: str | None = None) -> DatasetInfo:
-    """The :class:`DatasetInfo` of ``name``; ``imagefolder`` reads its classes from ``root``.
+    """The :class:`DatasetInfo` of ``name``; ``imagefolder`` reads its classes, channels and size from
+    ``root``'s test split (train/ only when there is no test/), never from the training images.
 
     To use other statistics (e.g. for an image folder), ``dataclasses.replace(info, mean=...,
     std=...)``.

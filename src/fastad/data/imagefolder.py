@@ -1,9 +1,12 @@
 """Image folders: ``root/{train,test}/<class_name>/*.{png,jpg,jpeg,bmp}``.
 
-Classes are the sub-folders of ``root/train`` (or ``root/test`` when there is no train folder),
+Classes are the sub-folders of ``root/test`` (or ``root/train`` when there is no test folder),
 sorted by name; class id = position. Images are sorted by file name within a class, classes in
 id order: that is the split's file order for ``index_range``. Every image is converted to the
-mode of the first training image (L or RGB) and all must share its size.
+mode of the first test image (L or RGB) and all must share its size. The description comes from
+the test split so that reading it (all ``fastad distill`` reads) never opens anything under
+``train/`` (the data-free rule); a train split may only hold class folders the test split has (an
+empty test folder keeps a class's id).
 """
 
 from __future__ import annotations
@@ -47,12 +50,13 @@ def _open(path: Path) -> Image.Image:
 
 
 def imagefolder_info(root: str | Path | None) -> DatasetInfo:
-    """Classes from the folder names; channels and size from the first image."""
+    """Classes from the folder names of the test split (train/ when there is no test/); channels and
+    size from its first image. Nothing under ``train/`` is opened when ``test/`` exists."""
     root = _root(root)
     how = DATASETS["imagefolder"].how_to_get
-    split_dir = next((root / s for s in ("train", "test") if (root / s).is_dir()), None)
+    split_dir = next((root / s for s in ("test", "train") if (root / s).is_dir()), None)
     if split_dir is None:
-        raise UserError(f"imagefolder: no train/ or test/ folder in {root}; {how}")
+        raise UserError(f"imagefolder: no test/ or train/ folder in {root}; {how}")
     files = _list(split_dir)
     first = next((f[0] for f in files.values() if f), None)
     if first is None:
@@ -77,8 +81,10 @@ class ImageFolderSplit:
         files = _list(split_dir)
         unknown = sorted(set(files) - set(self.info.class_names))
         if unknown:
+            ref = "test" if (root / "test").is_dir() else "train"
             raise UserError(f"imagefolder: class folder {split_dir / unknown[0]} is not among the "
-                            f"train classes {list(self.info.class_names)}")
+                            f"{ref}/ classes {list(self.info.class_names)} (give {ref}/ the same class "
+                            "folders; an empty one is fine)")
         ids = {n: i for i, n in enumerate(self.info.class_names)}
         self._paths = [p for n in files for p in files[n]]
         self._labels = np.array([ids[n] for n in files for _ in files[n]], np.int64)

@@ -70,7 +70,7 @@ DATASETS: dict[str, DatasetInfo] = {
         flip=True, crop_padding=4, default_root=None,
         how_to_get="download and unpack cifar-100-python.tar.gz from "
                    "https://www.cs.toronto.edu/~kriz/cifar.html and set data.root"),
-    # Template: channels, size and classes come from the folder (see dataset_info).
+    # Template: channels, size and classes come from the folder's test split (see dataset_info).
     "imagefolder": DatasetInfo(
         "imagefolder", 0, (0, 0), 0, (), (), (),
         flip=True, crop_padding=4, default_root=None,

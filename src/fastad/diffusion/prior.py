@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from fastad.errors import UserError
+from fastad.utils.io import as_os_error
 
 __all__ = ["BETA_SCHEDULES", "PREDICTION_TYPES", "Prior", "load_prior", "build_unet", "save_prior"]
 
@@ -130,6 +131,22 @@ def read_prior_metadata(path: Union[str, os.PathLike]) -> dict:
     return _read_json(meta_file).get("metadata", {}) if meta_file.is_file() else {}
 
 
+def _check_shards(unet_dir: Path) -> None:
+    """A sharded prior's index may name only safetensors shards inside its own folder: never a pickle."""
+    index = unet_dir / _WEIGHTS[1]
+    if (unet_dir / _WEIGHTS[0]).is_file() or not index.is_file():
+        return
+    shards = _read_json(index).get("weight_map", {})
+    if not isinstance(shards, dict) or not shards:
+        raise UserError(f"{index} has no weight_map")
+    for name in sorted(set(map(str, shards.values()))):
+        if not name.endswith(".safetensors") or Path(name).name != name:
+            raise UserError(f"{index} names the shard {name!r}; fastad loads safetensors shards beside the index only "
+                            "(never unpickles)")
+        if not (unet_dir / name).is_file():
+            raise UserError(f"{index} names the shard {name!r}, which is not in {unet_dir}")
+
+
 def _init_keys(cls: type) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters) - {"self"}
 
@@ -192,8 +209,14 @@ def load_prior(
         raise UserError(f"{unet_dir}/config.json has no sample_size")
     h, w = (size, size) if isinstance(size, int) else tuple(size)
 
-    unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False
-    )
+    _check_shards(unet_dir)
+    try:
+        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True, torch_dtype=dtype,
+                                           low_cpu_mem_usage=False)
+    except UserError:
+        raise
+    except Exception as e:  # a corrupt or truncated safetensors file, weights that do not fit the config, ...
+        raise UserError(f"cannot load the prior's weights in {unet_dir}: {' '.join(str(e).split())[:200]}") from None
     unet = unet.to(device).eval().requires_grad_(False)
     metadata = read_prior_metadata(root)
     return Prior(
@@ -309,6 +332,7 @@ def save_prior(
         ).save_config(tmp / "scheduler")
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
         (tmp / "fastad_prior.json").write_text(meta_text)
+        _fsync_tree(tmp)  # the files are on disk before the folder is renamed into place
         if dest.exists():  # overwrite: move the old one aside first, drop it only once the new one is in
             old = _sibling(dest, "old")
             os.replace(dest, old / dest.name)
@@ -316,7 +340,27 @@ def save_prior(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        err = as_os_error(e)
+        if err is not None:  # disk full, size limit: one line naming the folder
+            kept = "the previous prior there is unchanged" if dest.exists() else "no prior was written"
+            why = os.strerror(err.errno) if err.errno else " ".join(str(err).split())
+            raise UserError(f"cannot write prior '{dest}': {why}; {kept}") from None
         raise
     return dest
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in sorted(folder.rglob("*"), reverse=True):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    for d in [*sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True), folder]:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)

@@ -34,9 +34,12 @@ from fastad.diffusion.prior import Prior, build_unet, save_prior
 from fastad.diffusion.sampling import cyclic_labels, sample_prior
 from fastad.errors import UserError
 from fastad.utils.images import save_grid, to_uint8, view_scale
-from fastad.utils.io import atomic_json, atomic_torch_save, load_resume_state
+from fastad.utils.io import atomic_json, atomic_torch_save, drop_rows_after, load_resume_state
 from fastad.utils.logger import RunLogger
 from fastad.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
+
+# What a train-diffusion last.pt must hold (its "commands" are optional: older runs lack them).
+_STATE_KEYS = ("model", "ema", "optimizer", "scheduler", "rng", "step", "wall_seconds", "recent_losses")
 
 __all__ = ["TrainData", "training_data", "noise_schedule", "ddpm_loss", "train_diffusion"]
 
@@ -169,14 +172,19 @@ def train_diffusion(cfg: Config, out: Path, *, resume: bool = False, command: Op
     step, wall_prev, recent, commands = 0, 0.0, deque(maxlen=100), []
     ckpt_path = out / "last.pt"
     if resume:
-        state = load_resume_state(out)
+        state = load_resume_state(out, required=_STATE_KEYS, command="train-diffusion")
         if state["step"] > d.steps:
             raise UserError(f"--resume: '{out}' is at step {state['step']}, beyond diffusion.steps={d.steps}")
-        unet.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"], gen)
+        try:
+            unet.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"], gen)
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            why = " ".join(str(e).split())[:200]
+            raise UserError(f"--resume: '{ckpt_path}' does not fit the run's config.yaml: {why}") from None
+        drop_rows_after(out / "metrics.jsonl", state["step"])  # steps logged after the checkpoint are redone
         step, wall_prev, recent = state["step"], state["wall_seconds"], deque(state["recent_losses"], maxlen=100)
         commands = list(state.get("commands", []))
     commands.append(command)  # every command that contributed steps, for provenance

@@ -10,18 +10,17 @@ is stripped. Our own classifiers are saved as safetensors with a JSON ``fastad``
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from fastad.errors import UserError
 from fastad.models.registry import create_model, list_models
-from fastad.utils.io import atomic_write
+from fastad.utils.io import atomic_bytes, load_torch_file
 
 __all__ = ["load_weights", "save_classifier", "load_classifier", "read_classifier_meta"]
 
@@ -82,20 +81,8 @@ def _read_safetensors_meta(path: Path) -> dict[str, Any]:
 
 
 def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        msg = str(e)
-        found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", msg)  # torch's reason, minus its advice
-        why = _one_line(found.group(1).split(" Please ")[0] if found else f"{type(e).__name__} {msg}")
-        if "Unsupported global" in why:  # a class or function reference: arbitrary code on load
-            raise UserError(
-                f"checkpoint '{path}' holds Python objects other than tensors and plain containers ({why}); "
-                "refusing to unpickle it: only weights-only files are loaded"
-            ) from None
-        raise UserError(
-            f"cannot read checkpoint '{path}' (not a torch or safetensors file, or corrupt): {why}"
-        ) from None
+    """The one torch reader (:func:`fastad.utils.io.load_torch_file`: ``weights_only=True``, one-line errors)."""
+    return load_torch_file(path, "checkpoint")
 
 
 def _split_torch_obj(obj: Any, path: Path) -> tuple[Mapping[Any, Any], dict[str, Any]]:
@@ -191,7 +178,7 @@ def save_classifier(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     except (TypeError, ValueError) as e:
         raise UserError(f"classifier metadata is not JSON-serialisable: {_one_line(e)}") from None
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: text}))
+    atomic_bytes(safetensors_bytes(tensors, metadata={META_KEY: text}), path)
 
 
 def read_classifier_meta(path: str | Path) -> dict[str, Any]:
