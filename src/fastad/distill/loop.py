@@ -11,7 +11,6 @@ State is checkpointed atomically after every round; ``--resume`` continues bit-i
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import sys
@@ -37,7 +36,7 @@ from fastad.models import save_classifier
 from fastad.train.evaluate import accuracy_report, predict
 from fastad.train.kd import kd_step
 from fastad.utils.images import save_grid, to_uint8
-from fastad.utils.io import atomic_json, atomic_torch_save, load_resume_state
+from fastad.utils.io import atomic_json, atomic_torch_save, drop_rows_after, load_resume_state
 from fastad.utils.logger import RunLogger
 from fastad.utils.runtime import rng_state, set_rng_state
 from fastad.utils.schedule import budget_position, lr_factor
@@ -136,27 +135,35 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             raise UserError(f"--resume '{out}': its last.pt was written by {state.get('world_size', 1)} process(es) and "
                             f"holds that many random streams; resume it with --nproc {state.get('world_size', 1)}, "
                             f"not {world.size}")
-        student.load_state_dict(state["student"])
-        opt.load_state_dict(state["optimizer"])
-        buffer.load_state_dict(state["buffer"])
-        if hasattr(synth, "load_state_dict"):
-            synth.load_state_dict(state.get("synthesis", {}))
-        set_rng_state(state["rng_ranks"][world.rank] if world.size > 1 else state["rng"], gen)
-        p = state["progress"]
-        prog = Progress(**{**p, "timing": Timing(**p["timing"])})
+        try:
+            student.load_state_dict(state["student"])
+            opt.load_state_dict(state["optimizer"])
+            buffer.load_state_dict(state["buffer"])
+            if hasattr(synth, "load_state_dict"):
+                synth.load_state_dict(state.get("synthesis", {}))
+            set_rng_state(state["rng_ranks"][world.rank] if world.size > 1 else state["rng"], gen)
+            p = state["progress"]
+            prog = Progress(**{**p, "timing": Timing(**p["timing"])})
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise UserError(f"--resume '{out}': its last.pt does not fit this run ({first})") from None
     bs = cfg.data.eval_batch_size
-    t0 = time.time()
     if test is not None and prog.teacher_top1 is None and d.evaluate_teacher:
+        t0 = time.time()
         logits, labels = predict(teacher, test, mean=spec.mean, std=spec.std, batch_size=bs, device=device)
         prog.teacher_top1 = accuracy_report(logits, labels, num_classes=spec.num_classes)["top1"]
-    holdout = draw_holdout(cfg, parts) if d.holdout_images and world.main else None
-    if holdout is not None:
+        prog.timing.evaluation += time.time() - t0
+    finished = prog.round >= d.epochs or prog.stopped_by_budget  # a resumed run that had already ended
+    holdout = None
+    if d.holdout_images and world.main and not finished:
+        t0 = time.time()
+        holdout = draw_holdout(cfg, parts)
         holdout_logits = torch.cat([teacher(view(holdout[i:i + bs].to(device))).float().cpu()
                                     for i in range(0, len(holdout), bs)])
-    prog.timing.evaluation += time.time() - t0
+        prog.timing.evaluation += time.time() - t0
 
     if resume and world.main:
-        _drop_rows_after(out / "metrics.jsonl", prog.round)  # rounds logged after the checkpoint are redone
+        drop_rows_after(out / "metrics.jsonl", prog.round)  # rounds logged after the checkpoint are redone
     logger = RunLogger(out, tensorboard=cfg.logging.tensorboard) if world.main else None
     bar = _progress_bar(d, prog, disable=not (cfg.logging.progress and world.main))
     share, batch = d.synthesis_batch_size // world.size, d.train_batch_size // world.size
@@ -348,12 +355,6 @@ def _advance(bar: tqdm, d, prog: Progress, *, loss: float) -> None:
         bar.update(1)
     bar.set_postfix(round=prog.round, images=prog.images, loss=f"{loss:.3f}",
                     acc="-" if prog.last_top1 is None else f"{prog.last_top1:.1f}")
-
-
-def _drop_rows_after(path: Path, last_round: int) -> None:
-    if path.is_file():
-        rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= last_round]
-        path.write_text("".join(r + "\n" for r in rows))
 
 
 def _progress_dict(p: Progress) -> dict:
