@@ -143,7 +143,8 @@ def test_sections_validate_themselves():
         (["run.device=gpu"], "config key 'run.device': got 'gpu'"),
         (["sampler.spacing=middle"], "config key 'sampler.spacing': got 'middle'; expected one of: leading"),
         (["routing.guided_fraction=1.5"], "config key 'routing.guided_fraction': got 1.5; expected a float >= 0 and <= 1"),
-        (["fast_ad.clip_x0=true"], "unknown config key 'fast_ad.clip_x0'; valid keys in 'fast_ad': lambda_max"),
+        (["fast_ad.clip_x0=true"], "unknown config key 'fast_ad.clip_x0'; did you mean 'sampler.clip_x0'? valid keys in "
+                                   "'fast_ad': lambda_max"),
         (["guidance.rule=x0", "fast_ad.grad_mode=full"], "config key 'fast_ad.grad_mode': got 'full'"),
         (["distillation"], "expected section.key=value"),
     ],

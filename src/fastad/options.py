@@ -68,11 +68,28 @@ def describe(field: dataclasses.Field, tp: Any) -> str:
     return text + (" or null" if optional else "")
 
 
+ECHO_LIMIT = 80  # characters of a user's value that an error message repeats
+
+
+def shown(value: Any, limit: int = ECHO_LIMIT) -> str:
+    """``repr(value)`` for an error message, shortened to about ``limit`` characters (a 100,000-character
+    value must not become a 100,000-character message); line breaks never survive (one line per error)."""
+    text = value if isinstance(value, str) else None
+    r = repr(value)
+    if len(r) <= limit:
+        return r
+    if text is not None:
+        return repr(text[: limit - 10]) + f"... ({len(text):,} characters)"
+    return r[: limit - 3] + "..."
+
+
 def coerce(key: str, value: Any, field: dataclasses.Field, tp: Any) -> Any:
     """Return ``value`` converted to the field's type, or raise a one-line UserError."""
 
     def fail() -> UserError:
-        return UserError(f"config key '{key}': got {value!r}; expected {describe(field, tp)}")
+        items = value if isinstance(value, (list, tuple)) else [value]
+        note = " (not a finite number)" if any(_non_finite(v) for v in items) else ""
+        return UserError(f"config key '{key}': got {shown(value)}{note}; expected {describe(field, tp)}")
 
     base, optional = _unwrap_optional(tp)
     if value is None:
@@ -101,6 +118,17 @@ def coerce(key: str, value: Any, field: dataclasses.Field, tp: Any) -> Any:
 
 
 _BAD = object()
+
+
+def _non_finite(v: Any) -> bool:
+    if isinstance(v, float):
+        return not math.isfinite(v)
+    if isinstance(v, str):
+        try:
+            return not math.isfinite(float(v))
+        except ValueError:
+            return False
+    return False
 
 
 def _scalar(value: Any, tp: Any) -> Any:

@@ -180,18 +180,63 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _check_spec(spec: BenchSpec) -> None:
+    """Every check a bench can make before its first run: the options, every run's config, every setting's
+    prior and teacher, and the output folder. A mistake in the last setting must not surface hours later."""
+    from fastad.diffusion.prior import load_prior
+    from fastad.models import read_classifier_meta
+    from fastad.options import shown
+    from fastad.utils.runtime import RUN_OUTPUTS, run_kind
+
+    bad = [m for m in spec.methods if m not in METHODS]
+    if bad:
+        raise UserError(f"--methods: unknown {', '.join(shown(b) for b in bad)}; choose from {', '.join(METHODS)}")
+    if not spec.methods:
+        raise UserError("--methods: give at least one method")
+    if spec.budget_seconds <= 0 or not math.isfinite(spec.budget_seconds):
+        raise UserError(f"--budget-seconds: got {spec.budget_seconds}; expected a finite number > 0")
+    if not spec.seeds:
+        raise UserError("--seeds: give at least one seed")
+    if any(s < 0 for s in spec.seeds) or len(set(spec.seeds)) != len(spec.seeds):
+        raise UserError(f"--seeds: got {spec.seeds}; expected distinct integers >= 0")
+    if not spec.comparisons or any(c not in COMPARISONS for c in spec.comparisons):
+        raise UserError(f"--comparisons: got {spec.comparisons}; choose from {', '.join(COMPARISONS)}")
+    if spec.images is not None and spec.images < 1:
+        raise UserError(f"--images: got {spec.images}; expected an integer >= 1")
+    out = Path(spec.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {shown(str(out))} exists and is not a folder; expected a bench folder")
+    if out.is_dir() and ((out / "config.yaml").is_file() or any((out / n).exists() for n in RUN_OUTPUTS)):
+        kind = run_kind(out)
+        raise UserError(f"--out {shown(str(out))} holds a {kind + ' ' if kind else ''}run, not a bench; choose "
+                        "another --out")
+    for setting, setting_sets in spec.settings.items():
+        base = _config(spec, setting_sets)
+        resolve_device(base.run.device)
+        d = base.distillation
+        for method in spec.methods:  # every run's config resolves (a recipe, a seed)
+            for seed in spec.seeds:
+                _config(spec, [*setting_sets, f"run.seed={seed}", *(recipe_sets(method) if method in RECIPES else [])])
+        if "teacher" in spec.methods or "real-kd" in spec.methods or d.synthesizer == "diffusion":
+            if not d.teacher_checkpoint:
+                raise UserError(f"config key 'distillation.teacher_checkpoint' is not set (setting '{setting}')")
+            read_classifier_meta(d.teacher_checkpoint)
+        if d.synthesizer == "diffusion" and any(m in RECIPES for m in spec.methods):
+            if not d.diffusion_checkpoint:
+                raise UserError(f"config key 'distillation.diffusion_checkpoint' is not set (setting '{setting}')")
+            try:
+                load_prior(d.diffusion_checkpoint)
+            except UserError as e:
+                raise UserError(f"setting '{setting}': {e}") from None
+        if ("teacher" in spec.methods or "real-kd" in spec.methods) and not base.data.dataset:
+            raise UserError(f"config key 'data.dataset' is not set (setting '{setting}'); the teacher and real-kd "
+                            "references need a labelled dataset")
+
+
 def run_bench(spec: BenchSpec) -> dict:
     """Run (or resume) every (setting, method, comparison, seed); write ``bench.md``, ``bench.json`` and
     ``bench.png`` under ``spec.out``."""
-    bad = [m for m in spec.methods if m not in METHODS]
-    if bad:
-        raise UserError(f"--methods: unknown {', '.join(bad)}; choose from {', '.join(METHODS)}")
-    if spec.budget_seconds <= 0 or not math.isfinite(spec.budget_seconds):
-        raise UserError(f"--budget-seconds: got {spec.budget_seconds}; it must be a number > 0")
-    if not spec.seeds:
-        raise UserError("--seeds: give at least one seed")
-    if not spec.comparisons or any(c not in COMPARISONS for c in spec.comparisons):
-        raise UserError(f"--comparisons: got {spec.comparisons}; choose from {', '.join(COMPARISONS)}")
+    _check_spec(spec)
     out = Path(spec.out)
     rows: list[dict] = []
     meta: dict = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from fastad.cli.common import add_config_flags, config_from_args, resumed_config
+from fastad.cli.common import add_config_flags, config_from_args, overwrite, resumed_config, unchanged_on_refusal
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,20 +42,66 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
+def check_diffusion_run(cfg) -> None:
+    """What train_diffusion checks once its folder exists, checked before: the device, the sampling options,
+    the data (read once here) and the UNet's shape."""
+    import torch
+
+    from fastad.diffusion.ddim import ddim_timesteps
+    from fastad.diffusion.prior import build_unet
+    from fastad.data import DATASETS, load_dataset
+    from fastad.errors import UserError
+    from fastad.utils.runtime import resolve_device
+
+    resolve_device(cfg.run.device)
+    d, data = cfg.diffusion, cfg.data
+    ddim_timesteps(d.num_train_timesteps, d.sample_steps)
+    if not data.dataset:
+        raise UserError("config key 'data.dataset' is not set; train-diffusion trains on a dataset: --dataset NAME or "
+                        f"--set data.dataset=NAME (one of {', '.join(DATASETS)})")
+    # The selection train_diffusion will read (it reads it again: it takes no loaded data).
+    info = load_dataset(data.dataset, "train", root=data.root,
+                        index_range=tuple(data.train_range) if data.train_range else None, classes=data.classes).info
+    if info.image_size[0] != info.image_size[1]:
+        raise UserError(f"{info.name}: images are {info.image_size[0]}x{info.image_size[1]}; train-diffusion needs "
+                        "square images")
+    levels = len(d.block_out_channels)
+    if info.image_size[0] % 2 ** (levels - 1):
+        raise UserError(f"config key 'diffusion.block_out_channels': got {d.block_out_channels} ({levels} levels); "
+                        f"the UNet's sample_size={info.image_size[0]} ({info.name}) must be divisible by "
+                        f"2**(levels-1) = {2 ** (levels - 1)}: use at most {_max_levels(info.image_size[0])} levels")
+    with torch.device("meta"):  # shapes only
+        build_unet(sample_size=info.image_size[0], in_channels=info.channels,
+                   block_out_channels=tuple(d.block_out_channels), layers_per_block=d.layers_per_block,
+                   attention=d.attention, num_class_embeds=info.num_classes if d.class_conditional else None)
+
+
+def _max_levels(size: int) -> int:
+    levels = 1
+    while size % 2 ** levels == 0:
+        levels += 1
+    return levels
+
+
 def run(args: argparse.Namespace) -> None:
     from fastad.diffusion.train import train_diffusion  # heavy imports only when the command runs
-    from fastad.utils.runtime import prepare_run
+    from fastad.utils.runtime import check_out, prepare_run
 
     command = _command(args)
     if args.resume:
-        cfg, run_dir = resumed_config(args, "train-diffusion", extend_key="diffusion.steps", extend_flag="--steps")
-        summary = train_diffusion(cfg, run_dir, resume=True, command=command)
+        with unchanged_on_refusal(args.resume):
+            cfg, run_dir = resumed_config(args, "train-diffusion", extend_key="diffusion.steps",
+                                          extend_flag="--steps")
+            summary = train_diffusion(cfg, run_dir, resume=True, command=command)
     else:
         args.set = list(args.set) + [f"data.dataset={args.dataset}"] * bool(args.dataset) \
             + ["diffusion.class_conditional=true"] * args.class_conditional \
             + [f"diffusion.steps={args.steps}"] * (args.steps is not None)
         cfg = config_from_args(args)
-        out = prepare_run(cfg, "train-diffusion")
+        with overwrite(args.overwrite):
+            check_out(cfg.run.out, "train-diffusion")  # before the data is read
+            check_diffusion_run(cfg)
+            out = prepare_run(cfg, "train-diffusion")
         summary = train_diffusion(cfg, out, resume=False, command=command)
     grids = summary["grids"]
     print(f"prior on {summary['dataset']} {summary['split']}{summary['index_range']}"

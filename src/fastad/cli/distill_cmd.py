@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from fastad.cli.common import add_config_flags, config_from_args, resumed_config, use_embedded_default
+from fastad.cli.common import (
+    add_config_flags, config_from_args, existing_file, overwrite, resumed_config, suggest, unchanged_on_refusal,
+    use_embedded_default,
+)
 from fastad.config.recipes import RECIPES, recipe_sets
 from fastad.errors import UserError
+from fastad.options import shown
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,29 +41,39 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from fastad.api import distill
+    from fastad.utils.runtime import check_out
 
+    if args.recipe is not None and args.recipe not in RECIPES:
+        raise UserError(f"--recipe: got {shown(args.recipe)}{suggest(args.recipe, RECIPES)}; choose one of "
+                        f"{', '.join(RECIPES)}")
     if args.resume:
         if args.recipe:
             raise UserError(f"--recipe {args.recipe} with --resume: a resumed run keeps its own config.yaml; "
                             "start a new run for another recipe")
-        _, run_dir = resumed_config(args, "distill", extend_key="distillation.epochs", extend_flag="--epochs")
-        summary = distill(out=run_dir, resume=True).summary
+        with unchanged_on_refusal(args.resume):
+            _, run_dir = resumed_config(args, "distill", extend_key="distillation.epochs", extend_flag="--epochs")
+            summary = distill(out=run_dir, resume=True).summary
     else:
         if not args.config:
-            use_embedded_default(args, "distill", own={"teacher": args.teacher, "prior": args.prior})
             if args.teacher:  # the embedded default evaluates on its shipped teacher's data; yours names its own
                 from fastad.data import DATASETS
                 from fastad.models import read_classifier_meta
 
-                ds = read_classifier_meta(args.teacher).get("dataset")
+                ds = read_classifier_meta(existing_file(args.teacher, "--teacher")).get("dataset")
+            use_embedded_default(args, "distill", own={"teacher": args.teacher, "prior": args.prior})
+            if args.teacher:
                 args.set = [f"data.dataset={ds if ds in DATASETS else 'null'}"] + list(args.set)
         recipe = recipe_sets(args.recipe) if args.recipe else []
         args.set = recipe + list(args.set)  # the user's --set and the flags below still win
         flags = {"distillation.teacher_checkpoint": args.teacher, "distillation.diffusion_checkpoint": args.prior,
                  "fast_ad.guidance": args.guidance, "distillation.save_images": args.save_images}
         args.set = list(args.set) + [f"{k}={v}" for k, v in flags.items() if v]
-        summary = distill(config=config_from_args(args, epochs_key="distillation.epochs")).summary
-    print(format_summary(summary))
+        cfg = config_from_args(args, epochs_key="distillation.epochs")
+        with overwrite(args.overwrite):
+            check_out(cfg.run.out, "distill")  # before the models are loaded; the API checks it again
+            summary = distill(config=cfg).summary
+    if "out" in summary:  # rank 0's summary (other ranks of a torchrun job return their checksum only)
+        print(format_summary(summary))
 
 
 def format_summary(s: dict) -> str:
@@ -75,7 +89,7 @@ def format_summary(s: dict) -> str:
             ("student top-1", pct(s["student_top1"], "not measured (no labelled data: data.dataset is null)")),
             ("agreement with teacher", "-" if s["synthetic_agreement_top1"] is None else
              f"{s['synthetic_agreement_top1']:.2f}% top-1, KL {s['synthetic_kl']:.3f} nats, on "
-             f"{s['synthetic_holdout'].split(' held-out')[0]} held-out synthetic images"),
+             f"{(s.get('synthetic_holdout') or '').split(' held-out')[0] or 'the'} held-out synthetic images"),
             ("images synthesised", f"{s['images_synthesized']}"),
             ("synthesis time", f"{s['synthesis_seconds']:.0f}s"), ("training time", f"{s['training_seconds']:.0f}s"),
             ("evaluation time", f"{s['evaluation_seconds']:.0f}s"),

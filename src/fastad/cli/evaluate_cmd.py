@@ -7,8 +7,9 @@ import json
 import math
 from pathlib import Path
 
-from fastad.cli.common import existing_file
+from fastad.cli.common import existing_file, writable_file
 from fastad.errors import UserError
+from fastad.options import shown
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,16 +33,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def load_for_dataset(path: str, ds_info, *, arch=None, num_classes=None, device="cpu"):
-    """Load a classifier for a dataset; returns (model, mean, std). Checks classes and channels agree."""
+def load_for_dataset(path: str, ds_info, *, arch=None, num_classes=None, device="cpu", what="checkpoint"):
+    """Load a classifier for a dataset; returns (model, mean, std). Checks classes, channels and input size agree."""
     from fastad.models import load_classifier, read_classifier_meta
 
-    meta = read_classifier_meta(existing_file(path, "checkpoint"))
+    meta = read_classifier_meta(existing_file(path, what))
     model, meta = load_classifier(path, arch=arch, num_classes=num_classes or meta.get("num_classes") or ds_info.num_classes,
                                   in_channels=meta.get("in_channels") or ds_info.channels)
+    name = f"{what} {shown(str(path))}"
     k = model.num_classes if hasattr(model, "num_classes") else meta.get("num_classes", ds_info.num_classes)
     if k != ds_info.num_classes:
-        raise UserError(f"checkpoint '{path}' has {k} classes but dataset '{ds_info.name}' has {ds_info.num_classes}")
+        raise UserError(f"{name} has {k} classes but dataset '{ds_info.name}' has {ds_info.num_classes}")
+    channels = meta.get("in_channels")
+    if channels is not None and channels != ds_info.channels:
+        raise UserError(f"{name} takes {channels} input channels but dataset '{ds_info.name}' has "
+                        f"{ds_info.channels}")
+    size = meta.get("input_size")
+    if size is not None and tuple(size) != tuple(ds_info.image_size):
+        raise UserError(f"{name} takes {size[0]}x{size[1]} images but dataset '{ds_info.name}' has "
+                        f"{ds_info.image_size[0]}x{ds_info.image_size[1]}")
     mean, std = meta.get("mean") or ds_info.mean, meta.get("std") or ds_info.std
     return model.to(device), mean, std
 
@@ -52,20 +62,32 @@ def run(args: argparse.Namespace) -> None:
     from fastad.train.evaluate import accuracy_report, plot_confusion, predict
     from fastad.utils.runtime import resolve_device
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     if args.batch_size < 1:
         raise UserError(f"--batch-size: got {args.batch_size}; expected an integer >= 1")
+    if args.num_classes is not None and args.num_classes < 2:
+        raise UserError(f"--num-classes: got {args.num_classes}; expected an integer >= 2")
+    if args.json:
+        writable_file(args.json, "--json")
+    if args.confusion:
+        if Path(args.confusion).suffix.lower() != ".png":
+            raise UserError(f"--confusion {shown(args.confusion)} must be a .png file")
+        writable_file(args.confusion, "--confusion")
     meta = read_classifier_meta(existing_file(args.checkpoint, "checkpoint"))
+    if args.teacher:
+        existing_file(args.teacher, "--teacher")
     name = args.dataset or meta.get("dataset")
     if not name:
-        raise UserError(f"checkpoint '{args.checkpoint}' does not record its dataset; pass --dataset")
+        raise UserError(f"checkpoint {shown(args.checkpoint)} does not record its dataset; pass --dataset")
     ds = load_dataset(name, args.split, root=args.root)
     model, mean, std = load_for_dataset(args.checkpoint, ds.info, arch=args.arch, num_classes=args.num_classes,
                                         device=device)
+    teacher = None
+    if args.teacher:  # loaded and checked against the data before any prediction
+        teacher, tmean, tstd = load_for_dataset(args.teacher, ds.info, device=device, what="--teacher")
     logits, labels = predict(model, ds, mean=mean, std=std, batch_size=args.batch_size, device=device)
     teacher_logits = None
-    if args.teacher:
-        teacher, tmean, tstd = load_for_dataset(args.teacher, ds.info, device=device)
+    if teacher is not None:
         teacher_logits, _ = predict(teacher, ds, mean=tmean, std=tstd, batch_size=args.batch_size, device=device)
     report = accuracy_report(logits, labels, num_classes=ds.info.num_classes, teacher_logits=teacher_logits)
     report.update({"checkpoint": args.checkpoint, "dataset": ds.info.name, "split": args.split,

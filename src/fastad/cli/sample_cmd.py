@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> None:
     from fastad.train.evaluate import classify
     from fastad.errors import UserError
     from fastad.utils.images import save_grid, to_uint8, view_scale
+    from fastad.cli.common import existing_file, writable_file
+    from fastad.options import shown
     from fastad.utils.runtime import resolve_device, set_threads
 
     for flag, value, low in (("--n", args.n, 1), ("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
@@ -61,13 +63,16 @@ def run(args: argparse.Namespace) -> None:
     if not (args.eta >= 0 and np.isfinite(args.eta)):
         raise UserError(f"--eta={args.eta} must be a finite number >= 0")
     if Path(args.out).suffix.lower() != ".png":
-        raise UserError(f"--out '{args.out}' must be a .png file")
+        raise UserError(f"--out {shown(args.out)} must be a .png file")
     if args.npz and Path(args.npz).suffix.lower() != ".npz":
-        raise UserError(f"--npz '{args.npz}' must be a .npz file")
+        raise UserError(f"--npz {shown(args.npz)} must be a .npz file")
+    writable_file(args.out, "--out")
+    if args.npz:
+        writable_file(args.npz, "--npz")
     set_threads(args.threads)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     if not Path(args.prior).exists():
-        raise UserError(f"prior '{args.prior}' not found")
+        raise UserError(f"prior {shown(args.prior)} not found")
     prior = load_prior(args.prior, device=device)
     C, H, W = prior.sample_shape
     if args.steps > prior.num_train_timesteps:
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> None:
     if args.teacher:
         from fastad.models import load_classifier
 
-        teacher, meta = load_classifier(args.teacher, map_location=device)
+        teacher, meta = load_classifier(existing_file(args.teacher, "--teacher"), map_location=device)
         if meta["in_channels"] != C:
             raise UserError(f"teacher '{args.teacher}' takes {meta['in_channels']} channels but the prior makes {C}")
         if meta.get("input_size") is not None and tuple(meta["input_size"]) != (H, W):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fastad.cli.common import add_config_flags, config_from_args, resumed_config
+from fastad.cli.common import add_config_flags, config_from_args, overwrite, resumed_config, unchanged_on_refusal
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,19 +23,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from fastad.train.teacher import train_teacher  # heavy imports only when the command runs
-    from fastad.utils.runtime import prepare_run
+    from fastad.train.teacher import setup_teacher, train_teacher  # heavy imports only when the command runs
+    from fastad.utils.runtime import check_out, prepare_run
 
     if args.resume:
-        cfg, run_dir = resumed_config(args, "train-teacher", extend_key="teacher_training.epochs",
-                                      extend_flag="--epochs")
-        summary = train_teacher(cfg, run_dir, resume=True)
+        with unchanged_on_refusal(args.resume):
+            cfg, run_dir = resumed_config(args, "train-teacher", extend_key="teacher_training.epochs",
+                                          extend_flag="--epochs")
+            summary = train_teacher(cfg, run_dir, resume=True)
     else:
         args.set = list(args.set) + [f"teacher_training.arch={args.arch}"] * bool(args.arch) \
             + [f"data.dataset={args.dataset}"] * bool(args.dataset)
         cfg = config_from_args(args, epochs_key="teacher_training.epochs")
-        out = prepare_run(cfg, "train-teacher")
-        summary = train_teacher(cfg, out)
+        with overwrite(args.overwrite):
+            check_out(cfg.run.out, "train-teacher")  # before the data is read
+            setup = setup_teacher(cfg)  # every check, before the run folder is made
+            out = prepare_run(cfg, "train-teacher")
+        summary = train_teacher(cfg, out, setup=setup)
     print(f"teacher {summary['arch']} on {summary['dataset']}: test top-1 {summary['test_top1']:.2f}%"
           + (f", top-5 {summary['test_top5']:.2f}%" if summary.get("test_top5") is not None else "")
           + f" in {summary['wall_seconds']:.0f}s -> {summary['checkpoint']}")

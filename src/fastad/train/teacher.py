@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from fastad.config import Config
+from fastad.errors import UserError
 from fastad.data import DATASETS, augment, iterate_batches, load_dataset, to_float
 from fastad.models import create_model, save_classifier
 from fastad.train.evaluate import accuracy_report, normalizer, predict
@@ -42,19 +45,41 @@ def lr_lambda(cfg: Config, iters_per_epoch: int):
     return f
 
 
-def train_teacher(cfg: Config, out: Path, *, resume: bool = False) -> dict:
-    """Train ``cfg.teacher_training.arch`` on ``cfg.data``; returns the summary dict."""
+@dataclass
+class TeacherSetup:
+    """Everything a teacher run reads, loaded and checked before its folder is made."""
+
+    device: torch.device
+    generator: torch.Generator
+    train: Any
+    test: Any
+
+
+def setup_teacher(cfg: Config) -> TeacherSetup:
+    """Check and load what :func:`train_teacher` needs (device, data, model): a bad value fails here, before
+    any run folder exists."""
     set_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     gen = seed_everything(cfg.run.seed)
     t, d = cfg.teacher_training, cfg.data
-
     if not d.dataset:
         raise UserError("config key 'data.dataset' is not set; train-teacher trains on a dataset: --dataset NAME or "
                         f"--set data.dataset=NAME (one of {', '.join(DATASETS)})")
     train = load_dataset(d.dataset, "train", root=d.root,
                          index_range=tuple(d.train_range) if d.train_range else None, classes=d.classes)
     test = load_dataset(d.dataset, "test", root=d.root)
+    if len(train) == 0:
+        raise UserError(f"config keys 'data.train_range' / 'data.classes' select no images of {d.dataset}'s train split")
+    create_model(t.arch, num_classes=train.info.num_classes, in_channels=train.info.channels)  # fails now if it must
+    return TeacherSetup(device, gen, train, test)
+
+
+def train_teacher(cfg: Config, out: Path, *, resume: bool = False, setup: TeacherSetup | None = None) -> dict:
+    """Train ``cfg.teacher_training.arch`` on ``cfg.data``; returns the summary dict. ``setup``: from
+    :func:`setup_teacher` (called here when not given)."""
+    s = setup or setup_teacher(cfg)
+    device, gen, train, test = s.device, s.generator, s.train, s.test
+    t, d = cfg.teacher_training, cfg.data
     info = train.info
     model = create_model(t.arch, num_classes=info.num_classes, in_channels=info.channels).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
