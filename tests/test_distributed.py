@@ -51,8 +51,10 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def test_two_ranks_one_student_and_a_complete_folder(assets, tmp_path):
+    """Through the shortcut: `fastad distill --nproc 2` launches the torchrun job itself."""
     out = tmp_path / "two"
-    res = run(command(assets, out, 3, 2))
+    cmd = command(assets, out, 3, 2)
+    res = run([sys.executable, "-m", "fastad", *cmd[cmd.index("distill"):], "--nproc", "2"])
     assert res.returncode == 0, res.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
     assert s["processes"] == 2 and len(set(s["student_checksums"])) == 1  # both ranks hold the same weights

@@ -36,12 +36,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", choices=("cadr", "fixed", "none"), help="guidance mode (fast_ad.guidance)")
     p.add_argument("--save-images", choices=("png", "npz"), help="export every synthesised image (distillation.save_images)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt (with --epochs: extend it)")
+    p.add_argument("--nproc", type=int, metavar="N", help="run N data-parallel processes on this machine through "
+                   "torchrun, one thread each (the same as torchrun --nproc-per-node=N -m fastad distill ...)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    import os
+
     from fastad.api import distill
     from fastad.utils.runtime import check_out
+
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise UserError(f"--nproc: got {args.nproc}; expected a number of processes >= 1")
+        if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # relaunch this command line as N ranks
+            from fastad.distill.distributed import launch
+
+            argv = list(args.argv)
+            i = next(k for k, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc="))
+            del argv[i:i + (1 if "=" in argv[i] else 2)]
+            launch(args.nproc, argv)
+            return
 
     if args.recipe is not None and args.recipe not in RECIPES:
         raise UserError(f"--recipe: got {shown(args.recipe)}{suggest(args.recipe, RECIPES)}; choose one of "

@@ -57,12 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    args.argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]  # e.g. for --nproc to relaunch
     try:
         args.run(args)
     except UserError as e:
         message = " ".join(str(e).split())  # one line, whatever the message held
         print(f"fastad {args.command}: error: {message}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a write outside the atomic helpers (logs, exports, tables) on a full or read-only disk
+        where = f" '{e.filename}'" if e.filename else ""
+        print(f"fastad {args.command}: error: cannot read or write{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"fastad {args.command}: interrupted", file=sys.stderr)
         return 130
