@@ -539,24 +539,22 @@ def test_captions_name_the_target_only_where_aimed():
     assert len(plain) == 1 and plain[0].endswith(" (100%)") and names[9].startswith(plain[0].removesuffix(" (100%)"))
 
 
-def test_progress_bar_counts_budget_seconds(capsys):
-    """Under max_seconds the bar counts seconds of synthesis + training (capped at the budget), else rounds."""
+def test_progress_bar_counts_rounds_and_shows_the_time_guard(capsys):
+    """The bar counts rounds (the work budget); under max_seconds it names the guard and shows the time spent."""
     from types import SimpleNamespace
 
     from fastad.distill.loop import Progress, Timing, _advance, _progress_bar
 
-    d = SimpleNamespace(max_seconds=10.0, epochs=300)
+    d = SimpleNamespace(max_seconds=3600.0, epochs=60)
     prog = Progress(round=2, timing=Timing(synthesis=2.2, training=1.0, evaluation=50.0))
     bar = _progress_bar(d, prog, disable=False)
-    assert (bar.total, bar.n, bar.unit) == (10, 3, "s")
-    prog.timing.training = 5.0
+    assert (bar.total, bar.n, bar.unit) == (60, 2, "round")
+    prog.round, prog.timing.training = 3, 5.0
     _advance(bar, d, prog, loss=0.5)
-    assert bar.n == 7
-    prog.timing.synthesis = 20.0
-    _advance(bar, d, prog, loss=0.5)
-    assert bar.n == 10
+    assert bar.n == 3
     bar.close()
-    assert "budget 10 s" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "distill (or 3600 s of synthesis + training)" in err and "budget=7/3600s" in err
 
     d = SimpleNamespace(max_seconds=0, epochs=5)
     bar = _progress_bar(d, Progress(round=2), disable=False)

@@ -339,22 +339,16 @@ def _captions(names: list[str], targets: Tensor, probs: Tensor, aimed: Tensor) -
 
 
 def _progress_bar(d, prog: Progress, *, disable: bool) -> tqdm:
-    """Rounds, or under a ``max_seconds`` budget the budget's seconds (the run ends on whichever comes first)."""
-    if d.max_seconds > 0:
-        spent = prog.timing.synthesis + prog.timing.training
-        return tqdm(total=round(d.max_seconds), initial=min(round(spent), round(d.max_seconds)), disable=disable,
-                    desc=f"distill (budget {d.max_seconds:g} s)", unit="s",
-                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
-    return tqdm(total=d.epochs, initial=prog.round, desc="distill", disable=disable, unit="round")
+    """Rounds; under a ``max_seconds`` budget the description names it (the run ends at whichever comes first)."""
+    guard = f" (or {d.max_seconds:g} s of synthesis + training)" if d.max_seconds > 0 else ""
+    return tqdm(total=d.epochs, initial=prog.round, desc=f"distill{guard}", disable=disable, unit="round")
 
 
 def _advance(bar: tqdm, d, prog: Progress, *, loss: float) -> None:
-    if d.max_seconds > 0:
-        bar.update(min(round(prog.timing.synthesis + prog.timing.training), bar.total) - bar.n)
-    else:
-        bar.update(1)
-    bar.set_postfix(round=prog.round, images=prog.images, loss=f"{loss:.3f}",
-                    acc="-" if prog.last_top1 is None else f"{prog.last_top1:.1f}")
+    bar.update(1)
+    spent = f"{prog.timing.synthesis + prog.timing.training:.0f}/{d.max_seconds:g}s" if d.max_seconds > 0 else None
+    bar.set_postfix(images=prog.images, loss=f"{loss:.3f}", acc="-" if prog.last_top1 is None else
+                    f"{prog.last_top1:.1f}", **({"budget": spent} if spent else {}))
 
 
 def _progress_dict(p: Progress) -> dict:
