@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from fastad.errors import UserError
-from fastad.utils.io import as_os_error
+from fastad.utils.io import as_os_error, fsync_dir
 
 __all__ = ["BETA_SCHEDULES", "PREDICTION_TYPES", "Prior", "load_prior", "build_unet", "save_prior"]
 
@@ -357,10 +357,4 @@ def _fsync_tree(folder: Path) -> None:
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
     for d in [*sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True), folder]:
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fsync_dir(d)

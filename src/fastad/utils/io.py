@@ -27,7 +27,7 @@ import torch
 
 from fastad.errors import UserError
 
-__all__ = ["atomic_write", "atomic_torch_save", "atomic_bytes", "atomic_json", "load_torch_file", "load_resume_state",
+__all__ = ["atomic_write", "atomic_torch_save", "atomic_bytes", "atomic_json", "fsync_dir", "load_torch_file", "load_resume_state",
            "as_os_error", "drop_rows_after"]
 
 
@@ -52,7 +52,7 @@ def _write_failed(path: Path, err: OSError) -> UserError:
     return UserError(f"cannot write '{path}': {why}{hint}; {kept}")
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make a rename in ``folder`` durable (best effort: some file systems refuse fsync on folders)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -114,7 +114,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         if err is not None:
             raise _write_failed(path, err) from None
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     _sweep_stale(path)
 
 
