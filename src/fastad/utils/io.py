@@ -27,8 +27,8 @@ import torch
 
 from fastad.errors import UserError
 
-__all__ = ["atomic_write", "atomic_torch_save", "atomic_bytes", "atomic_json", "fsync_dir", "load_torch_file", "load_resume_state",
-           "as_os_error", "drop_rows_after"]
+__all__ = ["atomic_write", "atomic_torch_save", "atomic_bytes", "atomic_json", "fsync_dir", "load_torch_file",
+           "load_resume_state", "as_os_error", "drop_rows_after"]
 
 
 def _one_line(text: str, limit: int = 200) -> str:
