@@ -113,10 +113,12 @@ def distill(
     # Only the test split is read, only when one is configured, and only its images on rank 0 (the data-free
     # rule: never the train split).
     test: ImageDataset | None = None
-    info = dataset_info(cfg.data.dataset, root=cfg.data.root) if cfg.data.dataset else None
+    info = None
     if cfg.data.dataset and world.main:
         test = load_dataset(cfg.data.dataset, "test", root=cfg.data.root)
         info = test.info
+    elif cfg.data.dataset:  # the other ranks need only the description, to resolve the teacher the same way
+        info = dataset_info(cfg.data.dataset, root=cfg.data.root)
     parts = build(cfg, info, device=device, generator=gen, teacher=teacher, student=student, prior=prior)
     if info is not None and tuple(info.image_size) != parts.spec.image_size:
         raise UserError(f"data.dataset '{info.name}' has {info.image_size[0]}x{info.image_size[1]} images but the "

@@ -29,7 +29,8 @@ from fastad.bench.plot import plot_bench
 from fastad.config import Config, load_config, save_config
 from fastad.config.recipes import RECIPES, recipe_sets
 from fastad.errors import UserError
-from fastad.utils.runtime import resolve_device, set_threads
+from fastad.utils.runtime import resolve_device
+from fastad.utils.threads import set_threads
 
 REFERENCES = ("teacher", "real-kd")
 METHODS = (*RECIPES, *REFERENCES)

@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> None:
     from fastad.utils.images import save_grid, to_uint8, view_scale
     from fastad.cli.common import existing_file, writable_file
     from fastad.options import shown
-    from fastad.utils.runtime import resolve_device, set_threads
+    from fastad.utils.runtime import resolve_device
+    from fastad.utils.threads import set_threads
 
     for flag, value, low in (("--n", args.n, 1), ("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
                              ("--threads", args.threads, 0), ("--nrow", args.nrow, 1), ("--scale", args.scale, 1)):

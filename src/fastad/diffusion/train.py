@@ -36,7 +36,8 @@ from fastad.errors import UserError
 from fastad.utils.images import save_grid, to_uint8, view_scale
 from fastad.utils.io import atomic_json, atomic_torch_save, drop_rows_after, load_resume_state
 from fastad.utils.logger import RunLogger
-from fastad.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
+from fastad.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state
+from fastad.utils.threads import set_threads
 
 # What a train-diffusion last.pt must hold (its "commands" are optional: older runs lack them).
 _STATE_KEYS = ("model", "ema", "optimizer", "scheduler", "rng", "step", "wall_seconds", "recent_losses")

@@ -24,8 +24,9 @@ from fastad.train.evaluate import accuracy_report, normalizer, predict
 from fastad.utils.io import atomic_json, atomic_torch_save, load_resume_state
 from fastad.utils.logger import RunLogger
 from fastad.utils.runtime import (
-    resolve_device, rng_state, seed_everything, set_rng_state, set_threads, sync_scheduler_lr,
+    resolve_device, rng_state, seed_everything, set_rng_state, sync_scheduler_lr,
 )
+from fastad.utils.threads import set_threads
 from fastad.utils.schedule import lr_factor
 
 

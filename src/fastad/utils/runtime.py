@@ -15,7 +15,6 @@ import torch
 from fastad.config import Config, save_config
 from fastad.errors import UserError
 from fastad.options import shown
-from fastad.utils.threads import set_threads  # noqa: F401  (the commands' one import of run set-up)
 
 
 def resolve_device(name: str, what: str = "config key 'run.device'") -> torch.device:
