@@ -146,7 +146,7 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
     """
     from fastad.baselines import train_student_on_real
     from fastad.data import load_dataset
-    from fastad.models import create_model
+    from fastad.models import CLASSIFIER_LAYOUT, create_model
     from fastad.utils.io import atomic_json
     from fastad.utils.runtime import seed_everything
 
@@ -161,7 +161,8 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
     teacher, spec, test, device = _teacher_and_test(cfg)
     train = load_dataset(data.dataset, "train", root=data.root,
                          index_range=tuple(data.train_range) if data.train_range else None, classes=data.classes)
-    student = create_model(d.student_arch, num_classes=spec.num_classes, in_channels=spec.channels).to(device)
+    student = create_model(d.student_arch, num_classes=spec.num_classes, in_channels=spec.channels)
+    student.to(device, memory_format=CLASSIFIER_LAYOUT)  # as distill lays out its student
     res = train_student_on_real(teacher, student, train, test, mean=spec.mean, std=spec.std, steps=steps,
                                 batch_size=min(d.train_batch_size, len(train)), lr=d.lr, momentum=d.momentum,
                                 weight_decay=d.weight_decay, kd_temperature=d.kd_temperature,

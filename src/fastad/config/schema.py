@@ -107,6 +107,11 @@ class DistillationConfig(Section):
                               "the deepinversion section; no prior)", choices=("diffusion", "deepinversion"))
     max_seconds: float = option(0.0, "wall-clock budget: stop after the round in which synthesis + training time "
                                 "reaches it, then evaluate; 0 = off (run all epochs)", ge=0)
+    autocast: str = option("off", "'bf16': the prior's and the teacher's forward passes under bfloat16 autocast "
+                           "(CUDA only; the guidance gradient's normalisation and the DDIM arithmetic stay float32); "
+                           "'off': float32 throughout. scripts/gpu_check.sh measures both", choices=("off", "bf16"))
+    compile: bool = option(False, "torch.compile the prior's UNet (the teacher stays eager: the guidance's "
+                           "BatchNorm hooks change per batch); off until measured to pay")
 
 
 @dataclass

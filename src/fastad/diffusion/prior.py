@@ -13,6 +13,7 @@ scheduler config, never from a default: no config, no prior.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -50,6 +51,7 @@ class Prior:
     scheduler_config: dict  # the scheduler config as read (for provenance)
     path: str  # folder it was loaded from
     metadata: dict = field(default_factory=dict)  # fastad_prior.json "metadata" (e.g. data seen), if any
+    autocast: Optional[torch.dtype] = None  # run the UNet under autocast to this dtype (e.g. bfloat16); None = off
 
     @property
     def conditional(self) -> bool:
@@ -89,7 +91,8 @@ class Prior:
         t = torch.as_tensor(t, device=x_t.device).long()
         t = t.expand(B) if t.ndim == 0 else t
         labels = self._labels(class_labels, B, x_t.device)
-        out = self.unet(x_t.to(self.unet.dtype), t, class_labels=labels).sample
+        with torch.autocast(x_t.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext():
+            out = self.unet(x_t.to(self.unet.dtype), t, class_labels=labels).sample
         out = out[:, : self.sample_shape[0]]  # learned-variance models also output a variance half
         dtype = torch.promote_types(out.dtype, torch.float32)
         out = out.to(dtype)

@@ -14,6 +14,7 @@ records what was used.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,7 +28,7 @@ from fastad.diffusion import load_prior
 from fastad.diffusion.prior import Prior
 from fastad.distill.synthesis import Synthesizer, conditioning_provider
 from fastad.errors import UserError
-from fastad.models import create_model, load_classifier, load_weights, read_classifier_meta
+from fastad.models import CLASSIFIER_LAYOUT, create_model, load_classifier, load_weights, read_classifier_meta
 
 __all__ = ["Built", "TeacherSpec", "build", "describe", "load_teacher", "resolve_spec"]
 
@@ -80,7 +81,7 @@ def load_teacher(cfg: Config, device: torch.device) -> tuple[nn.Module, dict[str
                             f"records {meta_value!r}; drop the key (null) or give the matching checkpoint")
     teacher, meta = load_classifier(d.teacher_checkpoint, arch=None if recorded.get("arch") else d.teacher_arch,
                                     num_classes=d.num_classes)
-    teacher.to(device).eval().requires_grad_(False)
+    teacher.to(device, memory_format=CLASSIFIER_LAYOUT).eval().requires_grad_(False)
     return teacher, meta
 
 
@@ -174,6 +175,37 @@ def resolve_spec(cfg: Config, teacher: nn.Module, meta: dict[str, Any], eval_inf
     return TeacherSpec(K, C, (H, W), d.mean, d.std, class_names, crop, flip, sources)
 
 
+class AutocastTeacher(nn.Module):
+    """A frozen teacher whose forward runs under bfloat16 autocast and returns float32 logits
+    (``distillation.autocast: bf16``). Its modules are the teacher's own, so the guidance's BatchNorm hooks
+    see them, and its gradient w.r.t. the input is taken as the teacher's."""
+
+    def __init__(self, teacher: nn.Module) -> None:
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.teacher(x).float()
+
+
+def _accelerate(cfg: Config, teacher: nn.Module, prior: Prior | None,
+                device: torch.device) -> tuple[nn.Module, Prior | None]:
+    """``distillation.autocast`` and ``distillation.compile`` applied (after the teacher's description is read,
+    so that reads the plain teacher). The prior is copied, never changed: a caller's ``Prior`` stays as given."""
+    d = cfg.distillation
+    if d.autocast == "bf16":
+        if device.type != "cuda":
+            raise UserError(f"config key 'distillation.autocast': got 'bf16' but the run's device is {device.type}; "
+                            "bf16 autocast is for CUDA (use off)")
+        teacher = AutocastTeacher(teacher).eval()
+        if prior is not None:
+            prior = dataclasses.replace(prior, autocast=torch.bfloat16)
+    if d.compile and prior is not None:
+        prior = dataclasses.replace(prior, unet=torch.compile(prior.unet))
+    return teacher, prior
+
+
 def load_run_prior(cfg: Config, device: torch.device) -> Prior:
     """The run's diffusion prior from ``distillation.diffusion_checkpoint``, checked against ``fast_ad.T``."""
     d = cfg.distillation
@@ -198,7 +230,7 @@ def build(cfg: Config, eval_info: DatasetInfo | None, *, device: torch.device, g
     else:
         if not isinstance(teacher, nn.Module):
             raise UserError(f"teacher: expected a torch.nn.Module or a checkpoint path, got {type(teacher).__name__}")
-        teacher.to(device).eval().requires_grad_(False)
+        teacher.to(device, memory_format=CLASSIFIER_LAYOUT).eval().requires_grad_(False)
         meta, teacher_name = {}, f"{type(teacher).__name__} (a module)"
         d.teacher_checkpoint = d.teacher_arch = None  # the run's config records no checkpoint for it
     if d.synthesizer == "diffusion" and prior is None:
@@ -210,6 +242,7 @@ def build(cfg: Config, eval_info: DatasetInfo | None, *, device: torch.device, g
             raise UserError(f"config key 'fast_ad.T': got {f.T} but prior '{prior.path}' has "
                             f"{prior.num_train_timesteps} timesteps")
     spec = resolve_spec(cfg, teacher, meta, eval_info, prior, device, name=teacher_name)
+    teacher, prior = _accelerate(cfg, teacher, prior, device)
     if prior is not None and tuple(prior.sample_shape[1:]) != spec.image_size and d.resize == "none":
         C, H, W = prior.sample_shape
         raise UserError(f"prior '{prior.path}' makes {C}x{H}x{W} images but the teacher takes {spec.channels}x"
@@ -224,7 +257,7 @@ def build(cfg: Config, eval_info: DatasetInfo | None, *, device: torch.device, g
         if not isinstance(student, nn.Module):
             raise UserError(f"student: expected a torch.nn.Module or a zoo name, got {type(student).__name__}")
         student_name = f"{type(student).__name__} (a module)"
-    student.to(device)
+    student.to(device, memory_format=CLASSIFIER_LAYOUT)
     resize = d.resize if d.resize != "none" else "bilinear"  # unused when the sizes agree
     view = make_view(spec.mean, spec.std, size=spec.image_size, resize=resize)
     synth: Synthesizer | DeepInversionSynthesizer

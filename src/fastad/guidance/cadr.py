@@ -55,9 +55,11 @@ class CADREpsFn:
         """
         self.loss.check(x_t, t)
         cfg, B, dev = self.loss.cfg, x_t.shape[0], x_t.device
-        a = self.abar[t.detach().cpu()]  # abar_t per sample, float64
-        sqrt_abar = a.sqrt().to(dev, torch.float32).view(B, 1, 1, 1)
-        sqrt_1m_abar = (1 - a).sqrt().to(dev, torch.float32).view(B, 1, 1, 1)
+        if self.abar.device != t.device:  # indexed where t lives: no host-device sync inside the sampling loop
+            self.abar = self.abar.to(t.device, torch.float32 if t.device.type == "mps" else torch.float64)
+        a = self.abar[t.detach()]  # abar_t per sample, float64
+        sqrt_abar = a.sqrt().to(torch.float32).view(B, 1, 1, 1)
+        sqrt_1m_abar = (1 - a).sqrt().to(torch.float32).view(B, 1, 1, 1)
         x_in = x_t.detach().requires_grad_(True)  # g is taken w.r.t. this leaf
 
         with torch.enable_grad():

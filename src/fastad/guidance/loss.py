@@ -187,10 +187,12 @@ class GuidanceLoss:
             raise UserError(f"labels must be a 1-D integer tensor [B], got {labels.dtype} {list(labels.shape)}")
         self.teacher, self.student, self.labels = teacher, student, labels.long()
         self.cfg, self.guidance, self.view, self.stats, self.generator = cfg, guidance, view, stats, generator
-        self.bn = BNStatsRecorder(teacher)
+        # L_BN's hooks, only when it counts: with bn_weight 0 its statistics would cost a third of the
+        # teacher's forward and backward for a zero term (docs/results.md, "Synthesis speed").
+        self.bn = BNStatsRecorder(teacher) if guidance.bn_weight > 0 else None
         # Hooks go away with this object even if close() is never called (the hooks reference the
         # recorder, not this object, so it can be collected).
-        self._finalizer = weakref.finalize(self, self.bn.remove)
+        self._finalizer = weakref.finalize(self, self.bn.remove if self.bn is not None else _no_hooks)
         self._labels_checked = False
 
     def close(self) -> None:
@@ -229,9 +231,13 @@ class GuidanceLoss:
             noise = torch.randn(x_in.shape, generator=g, device=g.device if g is not None else x_in.device)
             x_in = x_in + sigma * noise.to(x_in.device, x_in.dtype)
         v = self.view(x_in)
-        with self.bn.record():
+        if self.bn is None:
             z_all = self.teacher(v.to(_param_dtype(self.teacher))).float()  # logits [n * B, K]
-            l_bn = self.bn.loss().to(x0_hat.device)
+            l_bn = torch.zeros((), device=x0_hat.device)
+        else:
+            with self.bn.record():
+                z_all = self.teacher(v.to(_param_dtype(self.teacher))).float()
+                l_bn = self.bn.loss().to(x0_hat.device)
         # The smoothed classifier's log-probabilities (mean of the copies' probabilities) drive gate and stats.
         z = z_all if n == 1 else (F.softmax(z_all, 1).view(n, B, -1).mean(0) + 1e-12).log()
         if not self._labels_checked:
@@ -276,6 +282,10 @@ class GuidanceLoss:
             return s(v.to(_param_dtype(s))).float()
         finally:
             s.train(was_training)
+
+
+def _no_hooks() -> None:
+    """What closing a loss without BatchNorm hooks removes: nothing."""
 
 
 def _param_dtype(m: nn.Module) -> torch.dtype:

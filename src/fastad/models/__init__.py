@@ -7,9 +7,10 @@
 # Importing the architecture modules registers their models.
 from fastad.models import resnet_cifar, resnet_dafl, vgg, wrn  # noqa: F401
 from fastad.models.checkpoint import load_classifier, load_weights, read_classifier_meta, save_classifier
-from fastad.models.registry import Classifier, create_model, list_models, register_model
+from fastad.models.registry import CLASSIFIER_LAYOUT, Classifier, create_model, list_models, register_model
 
 __all__ = [
+    "CLASSIFIER_LAYOUT",
     "Classifier",
     "create_model",
     "list_models",
