@@ -37,11 +37,12 @@ class FlopCount(TorchDispatchMode):
         return out
 
 
-def matmul_flops_per_second(*, n: int = 1024, repeats: int = 5, device: torch.device | str = "cpu") -> float:
-    """Median float32 rate of an ``[n, n] @ [n, n]`` matmul (``2 n^3`` FLOPs) with torch's current threads."""
+def matmul_flops_per_second(*, n: int = 1024, repeats: int = 5, device: torch.device | str = "cpu",
+                            dtype: torch.dtype = torch.float32) -> float:
+    """Median rate of an ``[n, n] @ [n, n]`` matmul (``2 n^3`` FLOPs) in ``dtype``, with torch's current threads."""
     device = torch.device(device)
     g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
     torch.mm(a, b)  # warm-up: allocation and kernel selection are not part of the rate
     times = []
     for _ in range(repeats):

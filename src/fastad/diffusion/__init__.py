@@ -1,7 +1,7 @@
 """Diffusion priors and DDIM sampling."""
 
 from fastad.diffusion.ddim import (FINAL_ABARS, SPACINGS, EpsFn, SamplerConfig, ddim_move, ddim_noise, ddim_preview,
-                                  ddim_sample, ddim_schedule, ddim_step, ddim_timesteps)
+                                  ddim_sample, ddim_schedule, ddim_step, ddim_timesteps, to_device)
 from fastad.diffusion.prior import BETA_SCHEDULES, PREDICTION_TYPES, Prior, build_unet, load_prior, save_prior
 
 __all__ = [
@@ -22,4 +22,5 @@ __all__ = [
     "ddim_timesteps",
     "load_prior",
     "save_prior",
+    "to_device",
 ]

@@ -32,7 +32,7 @@ from fastad.errors import UserError
 from fastad.options import Section, option
 
 __all__ = ["SPACINGS", "FINAL_ABARS", "EpsFn", "SamplerConfig", "ddim_timesteps", "ddim_schedule", "ddim_preview",
-           "ddim_move", "ddim_step", "ddim_noise", "ddim_sample"]
+           "ddim_move", "ddim_step", "ddim_noise", "ddim_sample", "to_device"]
 
 SPACINGS = ("leading", "trailing", "linspace")
 FINAL_ABARS = ("one", "first")
@@ -114,6 +114,24 @@ def _coef(abar: Abar, ndim: int) -> Tensor:
     return a
 
 
+def to_device(x: Tensor, device: torch.device) -> Tensor:
+    """``x`` on ``device``. A CPU tensor bound for a GPU goes through pinned memory without blocking, so the
+    host does not wait for the queued GPU work (noise drawn from the run's CPU generator, per-sample
+    coefficients); the copy is ordered before the kernels that read it."""
+    if x.device == device:
+        return x
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+def _on(coef: Tensor, x: Tensor) -> Tensor:
+    """A float64 CPU coefficient in ``x``'s dtype, ready to multiply ``x``. A scalar stays on the CPU (torch reads
+    it as a number), so a GPU sampling loop copies nothing to the device and never waits for it."""
+    coef = coef.to(dtype=x.dtype)
+    return coef if coef.ndim == 0 else to_device(coef, x.device)
+
+
 def ddim_preview(x_t: Tensor, eps: Tensor, abar_t: Abar) -> Tensor:
     """Tweedie preview (Eq. 4): ``x0_hat = (x_t - sqrt(1 - abar_t) * eps) / sqrt(abar_t)``.
 
@@ -123,7 +141,7 @@ def ddim_preview(x_t: Tensor, eps: Tensor, abar_t: Abar) -> Tensor:
     dtype = torch.promote_types(x_t.dtype, torch.float32)  # never step in half precision
     x_t, eps = x_t.to(dtype), eps.to(dtype)
     a = _coef(abar_t, x_t.ndim)
-    return (x_t - (1 - a).sqrt().to(device=x_t.device, dtype=dtype) * eps) / a.sqrt().to(device=x_t.device, dtype=dtype)
+    return (x_t - _on((1 - a).sqrt(), x_t) * eps) / _on(a.sqrt(), x_t)
 
 
 def ddim_move(
@@ -146,17 +164,14 @@ def ddim_move(
     x0_hat, eps = x0_hat.to(dtype), eps.to(dtype)
     abar_t, abar_prev = _coef(abar_t, x0_hat.ndim), _coef(abar_prev, x0_hat.ndim)
 
-    def c(v: Tensor) -> Tensor:  # float64 coefficient -> step dtype on x's device
-        return v.to(device=x0_hat.device, dtype=dtype)
-
     if clip_x0:
         x0_hat = x0_hat.clamp(-1.0, 1.0)
     sigma = torch.zeros_like(abar_prev)  # skip the formula at eta 0: it is 0/0 if abar_t == 1
     if ddim_eta > 0:
         sigma = ddim_eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).clamp(min=0).sqrt()
-    x_prev = c(abar_prev.sqrt()) * x0_hat + c((1 - abar_prev - sigma**2).clamp(min=0).sqrt()) * eps
+    x_prev = _on(abar_prev.sqrt(), x0_hat) * x0_hat + _on((1 - abar_prev - sigma**2).clamp(min=0).sqrt(), x0_hat) * eps
     if ddim_eta > 0:
-        x_prev = x_prev + c(sigma) * noise.to(device=x0_hat.device, dtype=dtype)
+        x_prev = x_prev + _on(sigma, x0_hat) * to_device(noise, x0_hat.device).to(dtype)
     return x_prev, x0_hat
 
 

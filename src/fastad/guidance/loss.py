@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastad.diffusion.ddim import to_device
 from fastad.errors import UserError
 from fastad.guidance.bn_stats import BNStatsRecorder
 from fastad.options import Section, option
@@ -186,6 +187,8 @@ class GuidanceLoss:
         if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise UserError(f"labels must be a 1-D integer tensor [B], got {labels.dtype} {list(labels.shape)}")
         self.teacher, self.student, self.labels = teacher, student, labels.long()
+        # Read once here, so that checking them against the teacher's classes never waits for the device.
+        self._label_range = (int(labels.min()), int(labels.max())) if labels.numel() else (0, -1)
         self.cfg, self.guidance, self.view, self.stats, self.generator = cfg, guidance, view, stats, generator
         # L_BN's hooks, only when it counts: with bn_weight 0 its statistics would cost a third of the
         # teacher's forward and backward for a zero term (docs/results.md, "Synthesis speed").
@@ -229,7 +232,7 @@ class GuidanceLoss:
         if sigma > 0:
             g = self.generator
             noise = torch.randn(x_in.shape, generator=g, device=g.device if g is not None else x_in.device)
-            x_in = x_in + sigma * noise.to(x_in.device, x_in.dtype)
+            x_in = x_in + sigma * to_device(noise, x_in.device).to(x_in.dtype)
         v = self.view(x_in)
         if self.bn is None:
             z_all = self.teacher(v.to(_param_dtype(self.teacher))).float()  # logits [n * B, K]
@@ -241,7 +244,7 @@ class GuidanceLoss:
         # The smoothed classifier's log-probabilities (mean of the copies' probabilities) drive gate and stats.
         z = z_all if n == 1 else (F.softmax(z_all, 1).view(n, B, -1).mean(0) + 1e-12).log()
         if not self._labels_checked:
-            if bool(((y < 0) | (y >= z.shape[1])).any()):
+            if self._label_range[0] < 0 or self._label_range[1] >= z.shape[1]:
                 raise UserError(f"labels must lie in [0, {z.shape[1]}) for this teacher")
             self._labels_checked = True
         H = entropy_nats(z.detach())  # [B], nats
