@@ -8,7 +8,8 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data run test clean models-teacher models-prior models-prior-classes0-4
+.PHONY: install data run test clean models-teacher models-prior models-prior-classes0-4 models-prior-classes5-9 \
+	models-prior-classes-even
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +54,20 @@ models-prior-classes0-4: install
 		--set "data.classes=[0,1,2,3,4]" --set run.threads=1 --out runs/prior-fmnist-50k60k-c0to4
 	rm -rf models/fmnist_prior_50k60k_classes0-4
 	cp -r runs/prior-fmnist-50k60k-c0to4/prior models/fmnist_prior_50k60k_classes0-4
+
+# Two more out-of-domain priors, for choosing the out-of-domain recipe on more than one class split
+# (same images, steps and settings; ~1 h each on one core of the 2-core machine).
+models-prior-classes5-9: install
+	$(VENV)/bin/fastad train-diffusion --config configs/fashion_mnist.yaml --set "data.train_range=[50000,60000]" \
+		--set "data.classes=[5,6,7,8,9]" --set run.threads=1 --out runs/prior-fmnist-50k60k-c5to9
+	rm -rf models/fmnist_prior_50k60k_classes5-9
+	cp -r runs/prior-fmnist-50k60k-c5to9/prior models/fmnist_prior_50k60k_classes5-9
+
+models-prior-classes-even: install
+	$(VENV)/bin/fastad train-diffusion --config configs/fashion_mnist.yaml --set "data.train_range=[50000,60000]" \
+		--set "data.classes=[0,2,4,6,8]" --set run.threads=1 --out runs/prior-fmnist-50k60k-even
+	rm -rf models/fmnist_prior_50k60k_classes0-2-4-6-8
+	cp -r runs/prior-fmnist-50k60k-even/prior models/fmnist_prior_50k60k_classes0-2-4-6-8
 
 test: install
 	$(PY) -m pytest tests

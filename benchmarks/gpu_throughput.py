@@ -38,7 +38,7 @@ DDPM_CIFAR10 = dict(sample_size=32, in_channels=3, out_channels=3, block_out_cha
                     layers_per_block=2, down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D",
                                                           "DownBlock2D"),
                     up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), downsample_padding=0,
-                    flip_sin_to_cos=False, freq_shift=1, norm_num_groups=32, attention_head_dim=None)
+                    flip_sin_to_cos=False, freq_shift=1, norm_num_groups=32, norm_eps=1e-6, attention_head_dim=None)
 SCALES = {
     "cifar": {"unet": DDPM_CIFAR10, "teacher": "resnet34", "student": "resnet18", "batch": 256, "steps": 50},
     "tiny": {"unet": dict(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(32, 32),

@@ -68,6 +68,17 @@ def test_train_teacher_then_evaluate(tiny_fmnist, tmp_path, capsys):
     assert r["top1"] == pytest.approx(summary["test_top1"], abs=1e-6)  # evaluate reproduces training's number
     assert r["agreement"] == 100.0 and len(r["per_class"]) == 10 and "top5" in r
     assert "top-1" in stdout and "Ankle boot" in stdout
+    # A range of the split: only those images, and the two halves' counts add up to the whole.
+    halves = []
+    for lo, hi in ((0, 40), (40, r["num_images"])):
+        rc, stdout, err = run_cli(["evaluate", "--checkpoint", out / "teacher.safetensors", "--root", tiny_fmnist,
+                                   "--range", lo, hi, "--json", tmp_path / "half.json"], capsys)
+        assert rc == 0, err
+        half = json.loads((tmp_path / "half.json").read_text())
+        assert half["num_images"] == hi - lo and half["split"] == f"test[{lo}:{hi}]"
+        halves.append(half)
+    correct = sum(h["top1"] * h["num_images"] for h in halves) / 100
+    assert correct == pytest.approx(r["top1"] * r["num_images"] / 100)
 
 
 def test_existing_run_folder_is_not_overwritten(tiny_fmnist, tmp_path, capsys):

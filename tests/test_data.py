@@ -170,10 +170,12 @@ def test_bad_split_range_classes_name(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"unknown split 'val'; valid: train, test"):
         load_dataset("fashion_mnist", "val", root=root)
     for rng in [(5, 5), (-1, 4), (0, 31), (20, 10)]:
-        with pytest.raises(UserError, match=rf"index_range \({rng[0]}, {rng[1]}\) is outside the train "
-                                            r"split; need 0 <= start < stop <= 30"):
+        with pytest.raises(UserError, match=rf"index_range: got \[{rng[0]}, {rng[1]}\], outside fashion_mnist's "
+                                            r"train split; need 0 <= start < stop <= 30"):
             load_dataset("fashion_mnist", "train", root=root, index_range=rng)
-    with pytest.raises(UserError, match="must be two integers"):
+    with pytest.raises(UserError, match=r"^config key 'data.eval_range': got \[0, 31\], outside fashion_mnist's test"):
+        load_dataset("fashion_mnist", "test", root=root, index_range=(0, 31), range_key="config key 'data.eval_range'")
+    with pytest.raises(UserError, match="expected two integers"):
         load_dataset("fashion_mnist", "train", root=root, index_range=(1.5, 3))
     with pytest.raises(UserError, match=r"classes \[0, 10\] invalid \(10\); need a non-empty list of class ids in \[0, 10\)"):
         load_dataset("fashion_mnist", "train", root=root, classes=[0, 10])
@@ -337,6 +339,25 @@ def test_augment_identities_and_determinism() -> None:
     assert not torch.equal(a, augment(x, crop_padding=3, flip=True, generator=torch.Generator().manual_seed(4)))
     with pytest.raises(ValueError):
         augment(x.to(torch.uint8), crop_padding=1, flip=False)
+
+
+def test_mix_batch_pairs_images_of_the_batch() -> None:
+    from fastad.data import mix_batch
+
+    x = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 1, 8, 8).clone()  # image i is all i
+    assert mix_batch(x, "none", generator=torch.Generator()) is x
+    a = mix_batch(x, "mixup", generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, mix_batch(x, "mixup", generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(a, a[:, :, :1, :1].expand_as(a))  # a blend of two constant images is constant
+    assert not torch.equal(a, x) and bool((a >= 0).all() and (a <= 5).all())
+    c = mix_batch(x, "cutmix", generator=torch.Generator().manual_seed(3))
+    for img, orig in zip(c, x):
+        values = img.unique()
+        assert orig[0, 0, 0] in values and len(values) <= 2  # itself, and one box of another image
+    inside = c != x
+    assert bool(inside.any()) and torch.equal(inside[0], inside[1])  # one box for the whole batch
+    with pytest.raises(ValueError, match="mode 'blend'"):
+        mix_batch(x, "blend", generator=torch.Generator())
 
 
 def test_iterate_batches(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from fastad.diffusion import ddim_sample, ddim_timesteps
 from fastad.errors import UserError
 from fastad.guidance import (
     BNStatsRecorder,
+    bn_stat_term,
     FastADConfig,
     GuidanceConfig,
     GuidanceLoss,
@@ -179,6 +180,7 @@ def test_bn_weight_zero_rectifies_along_the_ce_gradient_alone(teacher: nn.Module
     stats = GuidanceStats()
     with make_cadr_eps_fn(eps_fn, teacher, y, ABAR, FastADConfig(guidance="fixed"),
                           guidance=GuidanceConfig(bn_weight=0.0), view=VIEW, stats=stats) as guided:
+        assert set(_bn_hooks(teacher)) == {0}  # no L_BN, no statistics taken
         d_ce = guided(x_t, _t(400)) - eps
     assert stats.steps[0]["l_bn"] == 0.0
     # The direction is the normalised gradient of the CE alone, taken by hand.
@@ -222,6 +224,23 @@ def test_l_bn_matches_hand_computation() -> None:
     torch.testing.assert_close(l_bn, expected, rtol=1e-5, atol=1e-6)
     rec.remove()
     assert _bn_hooks(net) == [0, 0]
+
+
+def test_l_bn_gradient_matches_autograd_of_the_formula() -> None:
+    """bn_stat_term's closed-form backward against autograd through the formula (var_mean), per channel."""
+    torch.manual_seed(0)
+    for shape in ((6, 3, 5, 5), (7, 4)):
+        x = (torch.randn(shape) * 2 + 0.5).requires_grad_(True)
+        rm, rv = torch.randn(shape[1]), torch.rand(shape[1]) + 0.5
+        (g,) = torch.autograd.grad(3.0 * bn_stat_term(x, rm, rv), x)
+        dims = [0, *range(2, len(shape))]
+        x2 = x.detach().clone().requires_grad_(True)
+        var, mu = torch.var_mean(x2, dim=dims, correction=0)
+        (expected,) = torch.autograd.grad(3.0 * ((mu - rm).pow(2).sum() + (var - rv).pow(2).sum()), x2)
+        torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-6)
+        xl = x.detach().to(memory_format=torch.channels_last) if len(shape) == 4 else x.detach()
+        (gl,) = torch.autograd.grad(3.0 * bn_stat_term(xl.requires_grad_(True), rm, rv), xl)
+        torch.testing.assert_close(gl, expected, rtol=1e-4, atol=1e-6)  # any memory layout
 
 
 def test_loss_reductions(teacher: nn.Module) -> None:

@@ -20,7 +20,7 @@ from torch import nn
 
 from fastad.config import Config, load_config
 from fastad.config.recipes import recipe_sets
-from fastad.data import ImageDataset, dataset_info, load_dataset
+from fastad.data import ImageDataset, dataset_info, load_eval_split
 from fastad.diffusion.prior import Prior
 from fastad.distill.build import build, describe
 from fastad.distill.distributed import broadcast_object, rank_seed, setup, teardown, world_from_env
@@ -115,7 +115,7 @@ def distill(
     test: ImageDataset | None = None
     info = None
     if cfg.data.dataset and world.main:
-        test = load_dataset(cfg.data.dataset, "test", root=cfg.data.root)
+        test = load_eval_split(cfg.data)
         info = test.info
     elif cfg.data.dataset:  # the other ranks need only the description, to resolve the teacher the same way
         info = dataset_info(cfg.data.dataset, root=cfg.data.root)

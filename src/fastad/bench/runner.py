@@ -111,11 +111,11 @@ def _distill_run(cfg: Config, out: Path) -> dict:
 
 def _teacher_and_test(cfg: Config):
     """The teacher, its resolved description and the test split (for the references)."""
-    from fastad.data import load_dataset
+    from fastad.data import load_eval_split
     from fastad.distill import load_teacher, resolve_spec
 
     device = resolve_device(cfg.run.device)
-    test = load_dataset(cfg.data.dataset, "test", root=cfg.data.root)
+    test = load_eval_split(cfg.data)
     teacher, meta = load_teacher(cfg, device)
     spec = resolve_spec(cfg, teacher, meta, test.info, None, device, name=f"'{cfg.distillation.teacher_checkpoint}'")
     return teacher, spec, test, device
@@ -160,7 +160,8 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
     d, data = cfg.distillation, cfg.data
     teacher, spec, test, device = _teacher_and_test(cfg)
     train = load_dataset(data.dataset, "train", root=data.root,
-                         index_range=tuple(data.train_range) if data.train_range else None, classes=data.classes)
+                         index_range=tuple(data.train_range) if data.train_range else None, classes=data.classes,
+                         range_key="config key 'data.train_range'")
     student = create_model(d.student_arch, num_classes=spec.num_classes, in_channels=spec.channels)
     student.to(device, memory_format=CLASSIFIER_LAYOUT)  # as distill lays out its student
     res = train_student_on_real(teacher, student, train, test, mean=spec.mean, std=spec.std, steps=steps,

@@ -61,7 +61,8 @@ def check_diffusion_run(cfg) -> None:
                         f"--set data.dataset=NAME (one of {', '.join(DATASETS)})")
     # The selection train_diffusion will read (it reads it again: it takes no loaded data).
     info = load_dataset(data.dataset, "train", root=data.root,
-                        index_range=tuple(data.train_range) if data.train_range else None, classes=data.classes).info
+                        index_range=tuple(data.train_range) if data.train_range else None, classes=data.classes,
+                        range_key="config key 'data.train_range'").info
     if info.image_size[0] != info.image_size[1]:
         raise UserError(f"{info.name}: images are {info.image_size[0]}x{info.image_size[1]}; train-diffusion needs "
                         "square images")

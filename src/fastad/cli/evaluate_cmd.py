@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="dataset name; default: the one recorded in the checkpoint")
     p.add_argument("--root", help="dataset folder; default: the dataset's default location")
     p.add_argument("--split", default="test", choices=("test", "train"), help="split to evaluate (default test)")
+    p.add_argument("--range", nargs=2, type=int, metavar=("START", "STOP"),
+                   help="only images [START, STOP) of the split (e.g. a validation half: 0 5000)")
     p.add_argument("--arch", help="zoo architecture, for checkpoints without fastad metadata")
     p.add_argument("--num-classes", type=int, help="classes, for checkpoints without fastad metadata")
     p.add_argument("--teacher", metavar="FILE", help="also report the share of images where both predict the same class")
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> None:
     name = args.dataset or meta.get("dataset")
     if not name:
         raise UserError(f"checkpoint {shown(args.checkpoint)} does not record its dataset; pass --dataset")
-    ds = load_dataset(name, args.split, root=args.root)
+    ds = load_dataset(name, args.split, root=args.root, index_range=args.range, range_key="--range")
     model, mean, std = load_for_dataset(args.checkpoint, ds.info, arch=args.arch, num_classes=args.num_classes,
                                         device=device)
     teacher = None
@@ -90,7 +92,8 @@ def run(args: argparse.Namespace) -> None:
     if teacher is not None:
         teacher_logits, _ = predict(teacher, ds, mean=tmean, std=tstd, batch_size=args.batch_size, device=device)
     report = accuracy_report(logits, labels, num_classes=ds.info.num_classes, teacher_logits=teacher_logits)
-    report.update({"checkpoint": args.checkpoint, "dataset": ds.info.name, "split": args.split,
+    split = f"{args.split}[{args.range[0]}:{args.range[1]}]" if args.range else args.split
+    report.update({"checkpoint": args.checkpoint, "dataset": ds.info.name, "split": split,
                    "class_names": list(ds.info.class_names)})
     print(format_report(report))
     if args.json:
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
     if args.confusion:
         plot_confusion(report["confusion"], report["class_names"], args.confusion,
-                       title=f"{Path(args.checkpoint).name} on {ds.info.name} {args.split}")
+                       title=f"{Path(args.checkpoint).name} on {ds.info.name} {split}")
         print(f"wrote {args.confusion}")
 
 

@@ -77,13 +77,14 @@ def _reader(name: str, root: Path | None, split: str) -> SplitReader:
 
 def load_dataset(name: str, split: str, *, root: str | Path | None = None,
                  index_range: Sequence[int] | None = None,
-                 classes: Sequence[int] | None = None) -> ImageDataset:
+                 classes: Sequence[int] | None = None, range_key: str = "index_range") -> ImageDataset:
     """Load images [start, stop) of ``split`` ("train" or "test"), then keep labels in ``classes``.
 
     ``index_range`` counts in file order and is applied first; ``classes`` then filters by the
     original class ids (labels are not renumbered). Images outside the selection are never
     decoded into the result. ``root`` defaults to the dataset's ``default_root``; ``digits``
-    ignores it. Raises :class:`~fastad.errors.UserError` with a one-line message on bad input.
+    ignores it. Raises :class:`~fastad.errors.UserError` with a one-line message on bad input; ``range_key``
+    names the range in it (e.g. "config key 'data.train_range'").
     """
     check_name(name)
     check_split(split)
@@ -92,7 +93,7 @@ def load_dataset(name: str, split: str, *, root: str | Path | None = None,
         raise UserError(f"{name}: no data.root given; {info.how_to_get}")
     root_path = None if name == "digits" else Path(root if root is not None else info.default_root)
     reader = _reader(name, root_path, split)
-    (start, stop), cls = check_selection(reader.info, split, reader.n, index_range, classes)
+    (start, stop), cls = check_selection(reader.info, split, reader.n, index_range, classes, range_key=range_key)
 
     labels = reader.labels(start, stop)
     keep = np.arange(start, stop) if cls is None else start + np.flatnonzero(np.isin(labels, cls))
@@ -107,6 +108,15 @@ def load_dataset(name: str, split: str, *, root: str | Path | None = None,
     return ImageDataset(torch.from_numpy(np.ascontiguousarray(images)),
                         torch.from_numpy(np.ascontiguousarray(labels[keep - start], np.int64)),
                         reader.info, source)
+
+
+def load_eval_split(data: Any) -> ImageDataset:
+    """The labelled images evaluation reads: the test split of ``data.dataset`` (``data`` is the ``data`` config
+    section), only its images ``data.eval_range`` = [start, stop) when that is set (choose on one range, report
+    on another)."""
+    return load_dataset(data.dataset, "test", root=data.root,
+                        index_range=tuple(data.eval_range) if data.eval_range else None,
+                        range_key="config key 'data.eval_range'")
 
 
 def iterate_batches(data: ImageDataset | tuple[torch.Tensor, torch.Tensor], batch_size: int, *,

@@ -119,8 +119,10 @@ class SplitReader(Protocol):
 
 
 def check_selection(info: DatasetInfo, split: str, n: int, index_range: Sequence[int] | None,
-                    classes: Sequence[int] | None) -> tuple[tuple[int, int], tuple[int, ...] | None]:
-    """Validate ``index_range`` against ``n`` images and ``classes`` against the class count."""
+                    classes: Sequence[int] | None, *,
+                    range_key: str = "index_range") -> tuple[tuple[int, int], tuple[int, ...] | None]:
+    """Validate ``index_range`` against ``n`` images and ``classes`` against the class count; errors name the
+    range as ``range_key`` (e.g. "config key 'data.eval_range'")."""
     if index_range is None:
         rng = (0, n)
     else:
@@ -129,11 +131,11 @@ def check_selection(info: DatasetInfo, split: str, n: int, index_range: Sequence
             if (start, stop) != tuple(index_range):
                 raise TypeError
         except (TypeError, ValueError):
-            raise UserError(f"{info.name}: index_range {index_range!r} must be two integers "
+            raise UserError(f"{range_key}: got {index_range!r} for {info.name}; expected two integers "
                             f"(start, stop)") from None
         if not 0 <= start < stop <= n:
-            raise UserError(f"{info.name}: index_range ({start}, {stop}) is outside the {split} "
-                            f"split; need 0 <= start < stop <= {n}")
+            raise UserError(f"{range_key}: got [{start}, {stop}], outside {info.name}'s {split} split; need "
+                            f"0 <= start < stop <= {n}")
         rng = (start, stop)
     if classes is None:
         return rng, None

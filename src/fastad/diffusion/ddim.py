@@ -169,7 +169,8 @@ def ddim_move(
     sigma = torch.zeros_like(abar_prev)  # skip the formula at eta 0: it is 0/0 if abar_t == 1
     if ddim_eta > 0:
         sigma = ddim_eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).clamp(min=0).sqrt()
-    x_prev = _on(abar_prev.sqrt(), x0_hat) * x0_hat + _on((1 - abar_prev - sigma**2).clamp(min=0).sqrt(), x0_hat) * eps
+    x_prev = (_on(abar_prev.sqrt(), x0_hat) * x0_hat
+              + _on((1 - abar_prev - sigma**2).clamp(min=0).sqrt(), x0_hat) * eps)
     if ddim_eta > 0:
         x_prev = x_prev + _on(sigma, x0_hat) * to_device(noise, x0_hat.device).to(dtype)
     return x_prev, x0_hat

@@ -65,7 +65,8 @@ def training_data(cfg: Config) -> TrainData:
         raise UserError("config key 'data.dataset' is not set; train-diffusion trains on a dataset: --dataset NAME or "
                         f"--set data.dataset=NAME (one of {', '.join(DATASETS)})")
     ds = load_dataset(d.dataset, "train", root=d.root,
-                      index_range=tuple(d.train_range) if d.train_range else None, classes=d.classes)
+                      index_range=tuple(d.train_range) if d.train_range else None, classes=d.classes,
+                      range_key="config key 'data.train_range'")
     labels = ds.labels if cfg.diffusion.class_conditional else None
     return TrainData(ds.images, labels, ds.info, dict(ds.source))
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from fastad.buffer import ReplayBuffer
 from fastad.config import Config
-from fastad.data import ImageDataset, make_view
+from fastad.data import ImageDataset, make_view, mix_batch
 from fastad.distill.build import Built
 from fastad.distill.distributed import World, all_any, gather_cat, gather_objects
 from fastad.distill.synthesis import Synthesizer
@@ -207,7 +207,8 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             losses = []
             for _ in range(d.train_iterations):
                 x, _y = buffer.sample(batch, generator=gen)
-                losses.append(kd_step(model, teacher, train_view(x.to(device)), opt, tau=d.kd_temperature)["kd_loss"])
+                x = mix_batch(train_view(x.to(device)), d.mix, generator=gen)
+                losses.append(kd_step(model, teacher, x, opt, tau=d.kd_temperature)["kd_loss"])
             bad = next((v for v in losses if not math.isfinite(v)), None)
             if all_any(bad is not None, world, device):  # last.pt still holds the previous round, untouched
                 raise RunStopped(f"the student's KD loss became {bad if bad is not None else 'non-finite'} in round "
@@ -287,7 +288,8 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
     save_classifier(out / "student.safetensors", student, meta)
     summary = {"teacher_top1": prog.teacher_top1, "student_top1": prog.last_top1,
                "student_per_class": prog.last_per_class, "best_student_score": prog.best_top1,
-               "evaluated_on": f"{test.info.name} test split ({len(test)} images)" if test is not None else
+               "evaluated_on": f"{test.info.name} test split{_range(cfg.data.eval_range)} ({len(test)} images)"
+               if test is not None else
                "no labelled data (data.dataset is null): student_top1 is not measured",
                "synthetic_agreement_top1": prog.last_agreement, "synthetic_kl": prog.last_kl,
                "synthetic_holdout": f"{d.holdout_images} held-out synthetic images (seed run.seed + "
@@ -373,3 +375,8 @@ def _export(cfg: Config, out: Path, rnd: int, images: Tensor, labels: Tensor, na
         d.mkdir(parents=True, exist_ok=True)
         arr = img.permute(1, 2, 0).numpy()
         Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(d / f"r{rnd:05d}_{i:03d}.png")
+
+
+def _range(r: list[int] | None) -> str:
+    """`` [start:stop]`` of ``data.eval_range``, or nothing when evaluation reads the whole split."""
+    return f"[{r[0]}:{r[1]}]" if r else ""

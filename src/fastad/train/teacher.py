@@ -67,7 +67,8 @@ def setup_teacher(cfg: Config) -> TeacherSetup:
         raise UserError("config key 'data.dataset' is not set; train-teacher trains on a dataset: --dataset NAME or "
                         f"--set data.dataset=NAME (one of {', '.join(DATASETS)})")
     train = load_dataset(d.dataset, "train", root=d.root,
-                         index_range=tuple(d.train_range) if d.train_range else None, classes=d.classes)
+                         index_range=tuple(d.train_range) if d.train_range else None, classes=d.classes,
+                         range_key="config key 'data.train_range'")
     test = load_dataset(d.dataset, "test", root=d.root)
     if len(train) == 0:
         raise UserError(f"config keys 'data.train_range' / 'data.classes' select no images of {d.dataset}'s train split")
