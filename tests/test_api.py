@@ -53,7 +53,6 @@ def test_plain_modules_with_no_dataset(priors, tmp_path, monkeypatch):
     def no_data(*a, **k):
         raise AssertionError("a run without data.dataset must not read any dataset")
 
-    monkeypatch.setattr("fastad.api.load_dataset", no_data)
     monkeypatch.setattr("fastad.data.dataset.load_dataset", no_data)
     torch.manual_seed(0)
     teacher, student = Teacher(), nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),

@@ -216,16 +216,16 @@ def test_resume_after_sigkill_is_bit_identical(assets, tmp_path, capsys):
 
 def test_reads_only_the_test_split(assets, tmp_path, capsys, monkeypatch):
     """The data-free rule: the train split's files are absent (see ``assets``) and never requested."""
-    import fastad.api as api
+    import fastad.data.dataset as dataset
 
     requested = []
-    real = api.load_dataset
+    real = dataset.load_dataset
 
     def spy(name, split, **kw):
         requested.append(split)
         return real(name, split, **kw)
 
-    monkeypatch.setattr(api, "load_dataset", spy)
+    monkeypatch.setattr(dataset, "load_dataset", spy)  # every reader of a split goes through it
     assert not list(assets["data"].glob("train-*"))
     assert run_cli(distill_args(assets, tmp_path / "r", rounds=1), capsys)[0] == 0
     assert requested == ["test"]
