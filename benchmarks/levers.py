@@ -5,7 +5,7 @@ channels_last, ``torch.compile`` and ``torch.compile`` with frozen weights. Teac
 ``resnet20``, 180 images: 45 guided targets x 4 smoothing copies, as ``x0-routed-smooth`` runs it):
 forward and input-gradient backward with and without the ``L_BN`` statistics, contiguous against
 channels_last, and ``L_BN``'s backward by autograd against its closed form. Student (``resnet8``):
-one KD training step, contiguous against channels_last. docs/research/speed.md reads these figures.
+one KD training step, contiguous against channels_last. docs/results.md ("Scale and speed on the CPU") quotes these figures.
 
     python benchmarks/levers.py --threads 2
 """

@@ -341,25 +341,6 @@ def test_augment_identities_and_determinism() -> None:
         augment(x.to(torch.uint8), crop_padding=1, flip=False)
 
 
-def test_mix_batch_pairs_images_of_the_batch() -> None:
-    from fastad.data import mix_batch
-
-    x = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 1, 8, 8).clone()  # image i is all i
-    assert mix_batch(x, "none", generator=torch.Generator()) is x
-    a = mix_batch(x, "mixup", generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(a, mix_batch(x, "mixup", generator=torch.Generator().manual_seed(3)))
-    assert torch.equal(a, a[:, :, :1, :1].expand_as(a))  # a blend of two constant images is constant
-    assert not torch.equal(a, x) and bool((a >= 0).all() and (a <= 5).all())
-    c = mix_batch(x, "cutmix", generator=torch.Generator().manual_seed(3))
-    for img, orig in zip(c, x):
-        values = img.unique()
-        assert orig[0, 0, 0] in values and len(values) <= 2  # itself, and one box of another image
-    inside = c != x
-    assert bool(inside.any()) and torch.equal(inside[0], inside[1])  # one box for the whole batch
-    with pytest.raises(ValueError, match="mode 'blend'"):
-        mix_batch(x, "blend", generator=torch.Generator())
-
-
 def test_iterate_batches(tmp_path: Path) -> None:
     ds = load_dataset("fashion_mnist", "train", root=write_mnist(tmp_path / "fm", n_train=23))
     sizes = [len(b[0]) for b in iterate_batches(ds, 5, shuffle=False)]

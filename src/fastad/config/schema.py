@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastad.baselines.deepinversion import DeepInversionConfig
-from fastad.data.augment import MIXES
 from fastad.data.view import RESIZE_MODES
 from fastad.diffusion.ddim import SamplerConfig
 from fastad.guidance.loss import FastADConfig, GuidanceConfig
@@ -104,8 +103,6 @@ class DistillationConfig(Section):
                                "for a class-conditional prior, else none), 'none' or 'class_labels'",
                                choices=("auto", "none", "class_labels"))
     augment: bool = option(True, "random crop/flip of buffer images for student updates (where the data suits)")
-    mix: str = option("none", "mix each KD batch's images in pairs before the teacher labels them: 'mixup', "
-                      "'cutmix' or 'none' (docs/research/student.md)", choices=MIXES)
     save_images: str = option("none", "export every synthesised image: 'none', 'png' (a folder per class) "
                               "or 'npz' (one file per round)", choices=("none", "png", "npz"))
     synthesizer: str = option("diffusion", "how images are made: 'diffusion' (the prior, guided by fast_ad, "
@@ -117,7 +114,7 @@ class DistillationConfig(Section):
                            "(CUDA only; the guidance gradient's normalisation and the DDIM arithmetic stay float32); "
                            "'off': float32 throughout. scripts/gpu_check.sh measures both", choices=("off", "bf16"))
     compile: bool = option(False, "torch.compile the prior's UNet, weights frozen (the teacher stays eager: the "
-                           "guidance's BatchNorm hooks change per batch). CPU: each forward 1.2-1.4x faster after "
+                           "guidance's BatchNorm hooks change per batch). CPU: each forward 1.24x faster after "
                            "30-50 s of compiling, so it pays only in long runs; off by default")
 
 

@@ -61,32 +61,3 @@ def augment(x: torch.Tensor, *, crop_padding: int, flip: bool,
         cols = torch.where(mirror, cols.flip(1), cols)
     x = x.gather(2, rows[:, None, :, None].expand(b, c, h, x.shape[3]))  # [B, C, H, W + 2p]
     return x.gather(3, cols[:, None, None, :].expand(b, c, h, w))  # [B, C, H, W]
-
-
-MIXES = ("none", "mixup", "cutmix")
-
-
-def mix_batch(x: torch.Tensor, mode: str, *, generator: torch.Generator) -> torch.Tensor:
-    """Each image of ``x`` [B, C, H, W] mixed with another image of the batch (a random permutation).
-
-    ``mixup``: ``lam_i x_i + (1 - lam_i) x_j`` with ``lam_i ~ U(0, 1)`` per image (Zhang et al., 2018);
-    ``cutmix``: a box of ``x_j`` pasted into ``x_i``, its area a ``U(0, 1)`` share of the image, one box
-    per batch (Yun et al., 2019); ``none``: ``x`` itself. With KD the teacher labels the mixture, so
-    the student matches the teacher's function between the images (Beyer et al., 2022, "function
-    matching"). Draws come from ``generator`` (CPU) and follow ``x``'s device and dtype.
-    """
-    if mode == "none":
-        return x
-    B, _, H, W = x.shape
-    perm = torch.randperm(B, generator=generator).to(x.device)
-    if mode == "mixup":
-        lam = torch.rand(B, generator=generator).to(x.device, x.dtype).view(B, 1, 1, 1)
-        return lam * x + (1 - lam) * x[perm]
-    if mode == "cutmix":
-        share, cy, cx = torch.rand(3, generator=generator).tolist()
-        h, w = round(H * share ** 0.5), round(W * share ** 0.5)
-        top, left = min(int(cy * H), H - h), min(int(cx * W), W - w)
-        out = x.clone()
-        out[:, :, top:top + h, left:left + w] = x[perm][:, :, top:top + h, left:left + w]
-        return out
-    raise ValueError(f"mix_batch: mode {mode!r}; choose one of {', '.join(MIXES)}")

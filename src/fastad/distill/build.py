@@ -203,7 +203,7 @@ def _accelerate(cfg: Config, teacher: nn.Module, prior: Prior | None,
             prior = dataclasses.replace(prior, autocast=torch.bfloat16)
     if d.compile and prior is not None:
         # Freezing: the frozen prior's weights become constants, so inductor prepacks the convolutions and fuses
-        # GroupNorm/SiLU around them (1.2-1.4x per forward on CPU, docs/results.md, "Synthesis speed").
+        # GroupNorm/SiLU around them (1.24x per forward on CPU, docs/results.md, "Scale and speed on the CPU").
         prior = dataclasses.replace(prior, unet=torch.compile(prior.unet, options={"freezing": True}))
     return teacher, prior
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from fastad.buffer import ReplayBuffer
 from fastad.config import Config
-from fastad.data import ImageDataset, make_view, mix_batch
+from fastad.data import ImageDataset, make_view
 from fastad.distill.build import Built
 from fastad.distill.distributed import World, all_any, gather_cat, gather_objects
 from fastad.distill.synthesis import Synthesizer
@@ -207,8 +207,7 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             losses = []
             for _ in range(d.train_iterations):
                 x, _y = buffer.sample(batch, generator=gen)
-                x = mix_batch(train_view(x.to(device)), d.mix, generator=gen)
-                losses.append(kd_step(model, teacher, x, opt, tau=d.kd_temperature)["kd_loss"])
+                losses.append(kd_step(model, teacher, train_view(x.to(device)), opt, tau=d.kd_temperature)["kd_loss"])
             bad = next((v for v in losses if not math.isfinite(v)), None)
             if all_any(bad is not None, world, device):  # last.pt still holds the previous round, untouched
                 raise RunStopped(f"the student's KD loss became {bad if bad is not None else 'non-finite'} in round "

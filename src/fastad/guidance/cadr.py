@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from fastad.diffusion.ddim import EpsFn
+from fastad.diffusion.ddim import EpsFn, to_device
 from fastad.errors import UserError
 from fastad.guidance.loss import (FastADConfig, GuidanceConfig, GuidanceLoss, GuidanceStats, normalize_grad,
                                   pool_grad)
@@ -56,7 +56,7 @@ class CADREpsFn:
         self.loss.check(x_t, t)
         cfg, B, dev = self.loss.cfg, x_t.shape[0], x_t.device
         if self.abar.device != t.device:  # indexed where t lives: no host-device sync inside the sampling loop
-            self.abar = self.abar.to(t.device, torch.float32 if t.device.type == "mps" else torch.float64)
+            self.abar = to_device(self.abar, t.device).to(torch.float32 if t.device.type == "mps" else torch.float64)
         a = self.abar[t.detach()]  # abar_t per sample, float64
         sqrt_abar = a.sqrt().to(torch.float32).view(B, 1, 1, 1)
         sqrt_1m_abar = (1 - a).sqrt().to(torch.float32).view(B, 1, 1, 1)

@@ -191,7 +191,7 @@ class GuidanceLoss:
         self._label_range = (int(labels.min()), int(labels.max())) if labels.numel() else (0, -1)
         self.cfg, self.guidance, self.view, self.stats, self.generator = cfg, guidance, view, stats, generator
         # L_BN's hooks, only when it counts: with bn_weight 0 its statistics would cost a third of the
-        # teacher's forward and backward for a zero term (docs/results.md, "Synthesis speed").
+        # teacher's forward and backward for a zero term (docs/results.md, "Scale and speed on the CPU").
         self.bn = BNStatsRecorder(teacher) if guidance.bn_weight > 0 else None
         # Hooks go away with this object even if close() is never called (the hooks reference the
         # recorder, not this object, so it can be collected).
