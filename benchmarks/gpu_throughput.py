@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -89,17 +90,19 @@ def parts_for(scale: dict, sets: list[str], device: torch.device, teacher, stude
                  student=student, prior=prior)
 
 
-def rows_for(args) -> list[dict]:
+def rows_for(args):
+    """Yield the table's rows as they are measured (so a run cut short still leaves the rows it finished)."""
     device, scale = torch.device(args.device), SCALES[args.scale]
     prior = random_prior(scale, device)
     teacher = create_model(scale["teacher"], num_classes=10, in_channels=3)
     student = create_model(scale["student"], num_classes=10, in_channels=3)
-    batch, rows = scale["batch"], []
+    batch = scale["batch"]
     variants = [("float32", [])]
     if device.type == "cuda":
         variants += [("bf16", ["distillation.autocast=bf16"]),
                      ("bf16 + compile", ["distillation.autocast=bf16", "distillation.compile=true"])]
     for recipe in RECIPES:
+        flops = None  # counted once per recipe, in float32 and eager: precision and compiling do not change them
         for name, extra in variants:
             if name.endswith("compile") and recipe != "none":
                 continue  # compiling costs a minute per process; one row says whether it pays
@@ -110,11 +113,15 @@ def rows_for(args) -> list[dict]:
                 labels = balanced_labels(n, 10, generator=gen)
                 synth(synth.plan_targets(labels, generator=gen), generator=gen)
 
+            if flops is None:  # routing guides some classes only: count over every class, twice
+                n = min(batch, 20)
+                with FlopCount() as fc:
+                    call(n)
+                flops = fc.total / n
             sec = timed(call, device, warmup=args.warmup, repeats=args.repeats)
-            with FlopCount() as fc:
-                call(2)
-            rows.append({"what": f"synthesis {recipe}", "precision": name, "per_second": batch / sec,
-                         "unit": "images/s", "flops_per_item": fc.total / 2})
+            yield {"what": f"synthesis {recipe}", "precision": name, "per_second": batch / sec,
+                   "unit": "images/s", "flops_per_item": flops}
+    flops = None
     for name, extra in variants[:2]:
         parts = parts_for(scale, extra, device, teacher, student, prior)
         model = parts.student.train()
@@ -124,12 +131,13 @@ def rows_for(args) -> list[dict]:
         def step() -> None:
             kd_step(model, parts.teacher, x, opt, tau=4.0)
 
+        if flops is None:
+            with FlopCount() as fc:
+                step()
+            flops = fc.total
         sec = timed(step, device, warmup=args.warmup, repeats=args.repeats)
-        with FlopCount() as fc:
-            step()
-        rows.append({"what": f"KD step (batch {batch})", "precision": name, "per_second": 1 / sec,
-                     "unit": "steps/s", "flops_per_item": fc.total})
-    return rows
+        yield {"what": f"KD step (batch {batch})", "precision": name, "per_second": 1 / sec,
+               "unit": "steps/s", "flops_per_item": flops}
 
 
 def machine(device: torch.device) -> dict:
@@ -151,7 +159,7 @@ def print_table(results: list[dict], peaks: dict | None = None) -> None:
     print("| what | precision | per second (all processes) | GFLOPs per item | TFLOP/s | of fp32 matmul | "
           "of bf16 matmul |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for i, row in enumerate(first["rows"]):
+    for i, row in enumerate(first["rows"][:min(len(r["rows"]) for r in results)]):
         total = sum(r["rows"][i]["per_second"] for r in results)
         rate = total * row["flops_per_item"]
         of_bf16 = f"{100 * rate / bf16:.0f}%" if bf16 else "-"
@@ -175,11 +183,15 @@ def main(argv: list[str] | None = None) -> None:
         print_table([json.loads(Path(f).read_text()) for f in args.table], peaks)
         return
     device = torch.device(args.device)
-    result = {"machine": machine(device), "rows": rows_for(args), "torch": torch.__version__,
+    result = {"machine": machine(device), "rows": [], "torch": torch.__version__,
               "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"}
-    if args.json:
-        Path(args.json).write_text(json.dumps(result))
-    else:
+    for row in rows_for(args):
+        result["rows"].append(row)
+        print(f"[{args.device}] {row['what']}, {row['precision']}: {row['per_second']:.1f} {row['unit']}",
+              file=sys.stderr, flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result))
+    if not args.json:
         print_table([result])
 
 

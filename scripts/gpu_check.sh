@@ -3,7 +3,7 @@
 #   1. the CUDA tests (tests/test_cuda.py);
 #   2. throughput at CIFAR scale with random weights (benchmarks/gpu_throughput.py), one process;
 #   3. the same with 2 processes: on 2 GPUs where the machine has them, else both on the one.
-# On a machine without a CUDA GPU it says "no GPU" and exits 0.
+# On a machine without a CUDA GPU it says "no GPU" and exits 0. It exits non-zero when a CUDA test fails.
 #   scripts/gpu_check.sh [OUT_DIR]      (tables also go to OUT_DIR, default runs/gpu_check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,8 @@ gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())")
 "$PY" -c "import torch; print('GPU:', torch.cuda.get_device_name(0), '| devices:', torch.cuda.device_count(), '| torch', torch.__version__)"
 
 echo "== CUDA tests"
-"$PY" -m pytest -q -m cuda tests/test_cuda.py
+tests=0
+"$PY" -m pytest -q -m cuda tests/test_cuda.py || tests=$?  # the tables are still worth having; the exit code says
 
 echo "== throughput, 1 process"
 "$PY" benchmarks/gpu_throughput.py --device cuda --json "$out/one.json"
@@ -33,3 +34,5 @@ a=$!
 b=$!
 wait $a && wait $b
 "$PY" benchmarks/gpu_throughput.py --table "$out/two-a.json" "$out/two-b.json" --peaks "$out/one.json" | tee "$out/table-2-processes.md"
+[ "$tests" -eq 0 ] || echo "CUDA tests FAILED (pytest exit $tests)"
+exit "$tests"

@@ -35,7 +35,7 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("recipe", ["cadr", "x0-routed-smooth"])
-@pytest.mark.parametrize("autocast", ["off", "bf16"])
+@pytest.mark.parametrize("autocast", ["float32", "bf16"])
 def test_distill_end_to_end_on_cuda(assets, tmp_path, capsys, recipe, autocast):
     out = tmp_path / "run"
     rc = main([str(a) for a in [

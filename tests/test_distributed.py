@@ -104,3 +104,13 @@ def test_a_killed_two_rank_run_resumes(assets, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
     assert s["rounds"] == 12 and len(set(s["student_checksums"])) == 1
+
+
+def test_more_ranks_than_gpus_is_refused_before_joining(monkeypatch):
+    """nccl cannot put two ranks on one GPU: a rank whose local index has no GPU stops with one line."""
+    from fastad.distill.distributed import World, setup
+    from fastad.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match="2 processes on this machine need one GPU each.*it has 1"):
+        setup(World(rank=1, size=2, local_rank=1, local_size=2), torch.device("cuda"))

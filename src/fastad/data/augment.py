@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from fastad.data.info import DatasetInfo
+from fastad.diffusion.ddim import to_device
 
 
 def to_float(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -53,11 +54,11 @@ def augment(x: torch.Tensor, *, crop_padding: int, flip: bool,
     rows = torch.arange(h, device=x.device).expand(b, h)  # [B, H] source row in padded image
     cols = torch.arange(w, device=x.device).expand(b, w)  # [B, W]
     if p:
-        off = torch.randint(0, 2 * p + 1, (2, b, 1), generator=generator, device=gdev).to(x.device)
+        off = to_device(torch.randint(0, 2 * p + 1, (2, b, 1), generator=generator, device=gdev), x.device)
         rows, cols = rows + off[0], cols + off[1]
         x = F.pad(x, (p, p, p, p))
     if flip:
-        mirror = torch.rand(b, 1, generator=generator, device=gdev).to(x.device) < 0.5
+        mirror = to_device(torch.rand(b, 1, generator=generator, device=gdev), x.device) < 0.5
         cols = torch.where(mirror, cols.flip(1), cols)
     x = x.gather(2, rows[:, None, :, None].expand(b, c, h, x.shape[3]))  # [B, C, H, W + 2p]
     return x.gather(3, cols[:, None, None, :].expand(b, c, h, w))  # [B, C, H, W]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fastad.data.augment import augment
+from fastad.diffusion.ddim import to_device
 from fastad.errors import UserError
 
 __all__ = ["RESIZE_MODES", "make_view"]
@@ -54,6 +55,7 @@ def make_view(
         raise UserError(f"view: resize={resize!r}; choose one of {', '.join(RESIZE_MODES)}")
     c, hw = len(mean_l), None if size is None else (int(size[0]), int(size[1]))
     smooth = {"align_corners": False} if resize in ("bilinear", "bicubic") else {}
+    stats: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}  # mean, std per device and dtype
 
     def view(x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != c:
@@ -62,8 +64,11 @@ def make_view(
         if hw is not None and tuple(u.shape[-2:]) != hw:
             u = F.interpolate(u, size=hw, mode=resize, **smooth)
         u = augment(u, crop_padding=crop_padding, flip=flip, generator=generator)
-        m = torch.tensor(mean_l, device=x.device, dtype=x.dtype).view(c, 1, 1)
-        s = torch.tensor(std_l, device=x.device, dtype=x.dtype).view(c, 1, 1)
+        key = (x.device, x.dtype)
+        if key not in stats:  # copied once, without making the host wait for the device
+            stats[key] = tuple(to_device(torch.tensor(v, dtype=x.dtype).view(c, 1, 1), x.device)
+                               for v in (mean_l, std_l))
+        m, s = stats[key]
         return (u - m) / s
 
     return view

@@ -197,7 +197,7 @@ def _accelerate(cfg: Config, teacher: nn.Module, prior: Prior | None,
     if d.autocast == "bf16":
         if device.type != "cuda":
             raise UserError(f"config key 'distillation.autocast': got 'bf16' but the run's device is {device.type}; "
-                            "bf16 autocast is for CUDA (use off)")
+                            "bf16 autocast is for CUDA (use float32)")
         teacher = AutocastTeacher(teacher).eval()
         if prior is not None:
             prior = dataclasses.replace(prior, autocast=torch.bfloat16)

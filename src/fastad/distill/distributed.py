@@ -56,6 +56,10 @@ def setup(world: World, device: torch.device) -> torch.device:
     if world.size <= 1:
         return device
     if device.type == "cuda":
+        if world.local_rank >= torch.cuda.device_count():
+            raise UserError(f"{world.local_size} processes on this machine need one GPU each (nccl cannot share "
+                            f"one between ranks); it has {torch.cuda.device_count()}: lower --nproc or "
+                            "--nproc_per_node")
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
