@@ -93,6 +93,26 @@ def test_bench_quick(assets, tmp_path, capsys):
     assert "| method | comparison |" in stdout
     assert (out / "bench.png").stat().st_size > 10_000  # the accuracy-vs-time plot
 
+    # Every student is scored again on the two halves of the test split (40 images): the same figures as
+    # `fastad evaluate --range` gives; the best data-free method on the validation half is the chosen one.
+    assert result["settings"]["in-domain"]["ranges"] == {"validation": [0, 20], "report": [20, 40]}
+    for method, half, (a, b) in (("cadr", "validation", (0, 20)), ("real-kd", "report", (20, 40))):
+        report = tmp_path / f"{method}.json"
+        assert main(["evaluate", "--checkpoint", str(out / "in-domain" / method / "images" / "seed0" /
+                                                    "student.safetensors"), "--root", str(assets["data"]),
+                     "--range", str(a), str(b), "--json", str(report)]) == 0
+        assert rows["in-domain", method, "images"][f"{half}_top1"] == [
+            pytest.approx(json.loads(report.read_text())["top1"])]
+    o = rows["out-of-domain", "cadr", "images"]
+    assert len(o["report_unseen_top1"]) == 1 and 0 <= o["report_unseen_top1_mean"] <= 100
+    for setting in ("in-domain", "out-of-domain"):
+        for comparison, method in result["settings"][setting]["chosen"].items():
+            best = max(r["validation_top1_mean"] for (st, m, c), r in rows.items()
+                       if st == setting and c == comparison and r["data_free"])
+            assert rows[setting, method, comparison]["validation_top1_mean"] == best
+    chosen = result["settings"]["in-domain"]["chosen"]["images"]
+    assert f"Chosen at equal images on validation [0:20]: `{chosen}`" in md and f"**{chosen}** (chosen)" in md
+
     # A second invocation reuses every finished run and resumes an interrupted one (last.pt, no summary).
     interrupted = out / "in-domain" / "cadr" / "images" / "seed0" / "summary.json"
     interrupted.unlink()
@@ -114,3 +134,14 @@ def test_bench_bad_budget_one_line(assets, tmp_path, capsys):
     rc = main([str(a) for a in bench_args(assets, tmp_path / "b")] + ["--budget-seconds", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "--budget-seconds" in err
+
+
+def test_bench_overlapping_ranges_one_line(assets, tmp_path, capsys):
+    rc = main([str(a) for a in bench_args(assets, tmp_path / "b")] + ["--validation-range", "0", "30",
+                                                                       "--report-range", "20", "40"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "overlap" in err and "0 30" in err
+    assert not (tmp_path / "b").exists()
+    rc = main([str(a) for a in bench_args(assets, tmp_path / "b")] + ["--report-range", "20", "41"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--report-range: got 20 41" in err and "40 images" in err

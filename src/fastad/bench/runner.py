@@ -8,6 +8,10 @@ classes, whose accuracy on them is reported), two comparisons, each one ``fastad
 - ``time``: every method gets the same synthesis + training budget (``distillation.max_seconds``)
   and a round count too large to reach.
 
+Every run's classifier is also scored on two disjoint ranges of the test split, ``validation`` and
+``report`` (by default its two halves): a choice made by looking at accuracy is made on the first, and the
+figure reported is the chosen method's on the second; ``bench.md`` names the method validation chose.
+
 References: the teacher itself, and ``real-kd``, the same student trained by KD on the teacher's
 **real** training images (not data-free; the upper bound), for the same step count or budget.
 A run folder with a ``summary.json`` is reused and one with only ``last.pt`` is resumed, so an
@@ -64,6 +68,10 @@ class BenchSpec:
     comparisons: list[str] = field(default_factory=lambda: list(COMPARISONS))
     # Setting name -> config overrides; each setting is a full bench (e.g. an out-of-domain prior).
     settings: dict[str, list[str]] = field(default_factory=lambda: {"in-domain": []})
+    # [start, stop) of the test split: where choices are made, and where the chosen method is reported.
+    # None: the first and the second half of the test split.
+    validation_range: list[int] | None = None
+    report_range: list[int] | None = None
 
 
 def _config(spec: BenchSpec, extra: list[str]) -> Config:
@@ -146,7 +154,7 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
     """
     from fastad.baselines import train_student_on_real
     from fastad.data import load_dataset
-    from fastad.models import CLASSIFIER_LAYOUT, create_model
+    from fastad.models import CLASSIFIER_LAYOUT, create_model, save_classifier
     from fastad.utils.io import atomic_json
     from fastad.utils.runtime import seed_everything
 
@@ -174,9 +182,64 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
                "steps": res["steps_done"], "stopped_by_budget": res["stopped_early"],
                "wall_seconds": res["train_seconds"] + res["eval_seconds"], "synthesis_seconds": 0.0,
                "training_seconds": res["train_seconds"], "data_free": False}
+    save_classifier(out / "student.safetensors", student, {
+        "kind": "classifier", "arch": d.student_arch, "num_classes": spec.num_classes, "in_channels": spec.channels,
+        "input_size": list(spec.image_size), "dataset": test.info.name, "class_names": spec.class_names,
+        "mean": spec.mean, "std": spec.std, "test_top1": res["student_top1"], "distilled_from": "real training images"})
     save_config(cfg, out / "config.yaml")  # as resolved
     atomic_json(summary, out / "summary.json")
     return summary
+
+
+def split_ranges(spec: BenchSpec, cfg: Config) -> dict[str, list[int]]:
+    """``{"validation": [a, b], "report": [c, d]}``: ranges of ``cfg``'s test split, checked (each a range of the
+    split, the two disjoint); ``{}`` without a labelled dataset."""
+    from fastad.data import load_dataset
+
+    if not cfg.data.dataset:
+        return {}
+    n = len(load_dataset(cfg.data.dataset, "test", root=cfg.data.root).labels)
+    ranges = {"validation": spec.validation_range or [0, n // 2], "report": spec.report_range or [n // 2, n]}
+    for name, (a, b) in ranges.items():
+        if not 0 <= a < b <= n:
+            raise UserError(f"--{name}-range: got {a} {b}; the test split of {cfg.data.dataset} has {n} images, "
+                            f"need 0 <= START < STOP <= {n}")
+    (a, b), (c, d) = ranges.values()
+    if a < d and c < b:
+        raise UserError(f"--validation-range {a} {b} and --report-range {c} {d} overlap; a figure reported on "
+                        "images that the choice saw is not held out")
+    return ranges
+
+
+def _split_scores(cfg: Config, folder: Path, test, ranges: dict[str, list[int]], *, teacher: bool) -> dict | None:
+    """Top-1 and per-class top-1 of a run's student (or of the teacher) on each of ``ranges`` of the test split
+    ``test``, kept in ``folder/split_scores.json``; None when the run left no student (a real-kd run of an older
+    bench)."""
+    from fastad.models import load_classifier
+    from fastad.train.evaluate import accuracy_report, predict
+    from fastad.utils.io import atomic_json
+
+    cache = folder / "split_scores.json"
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved["ranges"] == ranges:
+            return saved["scores"]
+    device = resolve_device(cfg.run.device)
+    if teacher:
+        model, spec, _, _ = _teacher_and_test(cfg)
+        mean, std = spec.mean, spec.std
+    elif (folder / "student.safetensors").is_file():
+        model, meta = load_classifier(folder / "student.safetensors")  # a student records its mean and std
+        model, mean, std = model.to(device), meta["mean"], meta["std"]
+    else:
+        return None
+    logits, labels = predict(model, test, mean=mean, std=std, batch_size=cfg.data.eval_batch_size, device=device)
+    scores = {}
+    for name, (a, b) in ranges.items():
+        report = accuracy_report(logits[a:b], labels[a:b], num_classes=logits.shape[1])
+        scores[name] = {"top1": report["top1"], "per_class": report["per_class"]}
+    atomic_json({"ranges": ranges, "scores": scores}, cache)
+    return scores
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -216,6 +279,7 @@ def _check_spec(spec: BenchSpec) -> None:
     for setting, setting_sets in spec.settings.items():
         base = _config(spec, setting_sets)
         resolve_device(base.run.device)
+        split_ranges(spec, base)
         d = base.distillation
         for method in spec.methods:  # every run's config resolves (a recipe, a seed)
             for seed in spec.seeds:
@@ -239,6 +303,8 @@ def _check_spec(spec: BenchSpec) -> None:
 def run_bench(spec: BenchSpec) -> dict:
     """Run (or resume) every (setting, method, comparison, seed); write ``bench.md``, ``bench.json`` and
     ``bench.png`` under ``spec.out``."""
+    from fastad.data import load_dataset
+
     _check_spec(spec)
     out = Path(spec.out)
     rows: list[dict] = []
@@ -262,6 +328,9 @@ def run_bench(spec: BenchSpec) -> dict:
         unseen = unseen_classes(base)
         meta[setting] = {"images_per_method": rounds * d.synthesis_batch_size, "unseen_classes": unseen,
                          "prior": d.diffusion_checkpoint, "overrides": setting_sets}
+        ranges = split_ranges(spec, base)
+        meta[setting]["ranges"] = ranges
+        test = load_dataset(base.data.dataset, "test", root=base.data.root) if ranges else None
         prefix = out / setting
         for method in spec.methods:
             comparisons = ("-",) if method == "teacher" else [c for c in COMPARISONS if c in spec.comparisons]
@@ -272,14 +341,17 @@ def run_bench(spec: BenchSpec) -> dict:
                     folder = prefix / method / comparison / f"seed{seed}"
                     print(f"fastad bench: {setting} / {method} / {comparison} / seed {seed} -> {folder}", flush=True)
                     if method == "teacher":
-                        runs.append({**_teacher_run(base, folder), "seed": seed})
-                        continue
-                    sets, steps, budget = plans[comparison]
-                    recipe = recipe_sets(method) if method in RECIPES else []
-                    cfg = _config(spec, [*setting_sets, *sets, f"run.seed={seed}", *recipe])
-                    runs.append({**(_real_kd_run(cfg, folder, steps=steps, max_seconds=budget) if method == "real-kd"
-                                    else _distill_run(cfg, folder)), "seed": seed})
+                        cfg, run = base, _teacher_run(base, folder)
+                    else:
+                        sets, steps, budget = plans[comparison]
+                        recipe = recipe_sets(method) if method in RECIPES else []
+                        cfg = _config(spec, [*setting_sets, *sets, f"run.seed={seed}", *recipe])
+                        run = (_real_kd_run(cfg, folder, steps=steps, max_seconds=budget) if method == "real-kd"
+                               else _distill_run(cfg, folder))
+                    scores = _split_scores(cfg, folder, test, ranges, teacher=method == "teacher") if ranges else None
+                    runs.append({**run, "seed": seed, "split_scores": scores})
                 rows.append(_row(setting, method, comparison, spec, runs, unseen))
+        meta[setting]["chosen"] = _choose(rows, setting)
     # Efficiency: counted synthesis FLOPs per image x measured images/s, over this
     # machine's float32 matmul rate, measured now with the runs' thread setting.
     base = _config(spec, [])
@@ -305,11 +377,32 @@ def run_bench(spec: BenchSpec) -> dict:
     return result
 
 
+def _choose(rows: list[dict], setting: str) -> dict[str, str]:
+    """Per comparison, the data-free method with the best mean top-1 on the validation range."""
+    chosen: dict[str, str] = {}
+    for r in rows:
+        if r["setting"] == setting and r["data_free"] and "validation_top1_mean" in r:
+            best = next((b for b in rows if b["setting"] == setting and b["method"] == chosen.get(r["comparison"])
+                         and b["comparison"] == r["comparison"]), None)
+            if best is None or r["validation_top1_mean"] > best["validation_top1_mean"]:
+                chosen[r["comparison"]] = r["method"]
+    return chosen
+
+
 def _row(setting: str, method: str, comparison: str, spec: BenchSpec, runs: list[dict], unseen: list[int]) -> dict:
     top1 = [r["student_top1"] for r in runs]
     mean, std = _mean_std(top1)
     row = {"setting": setting, "method": method, "comparison": comparison, "seeds": [r["seed"] for r in runs],
            "top1": top1, "top1_mean": mean, "top1_std": std, "data_free": method not in REFERENCES}
+    if all(r.get("split_scores") for r in runs):
+        for name in runs[0]["split_scores"]:
+            scores = [r["split_scores"][name] for r in runs]
+            row[f"{name}_top1"] = [s["top1"] for s in scores]
+            row[f"{name}_top1_mean"], row[f"{name}_top1_std"] = _mean_std(row[f"{name}_top1"])
+            if unseen:
+                row[f"{name}_unseen_top1"] = [statistics.mean(s["per_class"][c] for c in unseen) for s in scores]
+                row[f"{name}_unseen_top1_mean"], row[f"{name}_unseen_top1_std"] = _mean_std(
+                    row[f"{name}_unseen_top1"])
     if unseen and all(r.get("student_per_class") for r in runs):
         # Accuracy on the classes the prior never saw, and on the rest, per run (then mean and spread).
         seen = [c for c in range(len(runs[0]["student_per_class"])) if c not in unseen]
@@ -349,24 +442,39 @@ def format_table(result: dict) -> str:
     di = result["deepinversion_iterations"]
     out: list[str] = []
     for setting, meta in result["settings"].items():
-        unseen = meta["unseen_classes"]
+        unseen, ranges = meta["unseen_classes"], meta.get("ranges") or {}
+        halves = [f"{name} [{a}:{b}]" for name, (a, b) in ranges.items()]
         out += [f"### {setting}: prior `{_shown(meta['prior'])}`" + (f", never saw classes {unseen}" if unseen else ""), "",
-                "| method | comparison | student top-1 (%) | unseen classes (%) | images synthesised "
-                "| synthesis images/s | synthesis GFLOP/s (% of fp32 matmul) | wall s |",
-                "|---|---|---|---|---|---|---|---|"]
+                "| method | comparison | student top-1 (%) | " + "".join(f"{h} (%) | " for h in halves)
+                + "unseen classes (%) | " + "".join(f"unseen, {h} (%) | " for h in halves if unseen)
+                + "images synthesised | synthesis images/s | synthesis GFLOP/s (% of fp32 matmul) | wall s |",
+                "|---" * (8 + len(halves) * (2 if unseen else 1)) + "|"]
         for r in (r for r in result["rows"] if r["setting"] == setting):
             name = {"deepinversion": f"deepinversion ({di} iterations)", "real-kd": "real-kd (not data-free)",
                     "teacher": "teacher (reference)"}.get(r["method"], r["method"])
+            if r["method"] == meta.get("chosen", {}).get(r["comparison"]):
+                name = f"**{name}** (chosen)"
+            split = "".join(f"{_pm(r, f'{n}_top1')} | " for n in ranges)
+            split_unseen = "".join(f"{_pm(r, f'{n}_unseen_top1')} | " for n in ranges) if unseen else ""
             if r["method"] == "teacher":
-                out.append(f"| {name} | - | {_pm(r, 'top1')} | {_pm(r, 'unseen_top1')} | - | - | - | - |")
+                out.append(f"| {name} | - | {_pm(r, 'top1')} | {split}{_pm(r, 'unseen_top1')} | {split_unseen}"
+                           "- | - | - | - |")
                 continue
             images = f"0 ({r['real_images_seen']:.0f} real seen)" if r["method"] == "real-kd" \
                 else f"{r['images_synthesized']:.0f}"
             ips = "-" if r["synthesis_images_per_second"] is None else f"{r['synthesis_images_per_second']:.2f}"
             eff = "-" if "matmul_efficiency" not in r else \
                 f"{r['synthesis_flops_per_second'] / 1e9:.2f} ({100 * r['matmul_efficiency']:.1f}%)"
-            out.append(f"| {name} | {r['comparison']} | {_pm(r, 'top1')} | {_pm(r, 'unseen_top1')} | {images} | {ips} "
-                       f"| {eff} | {r['wall_seconds']:.1f} |")
+            out.append(f"| {name} | {r['comparison']} | {_pm(r, 'top1')} | {split}{_pm(r, 'unseen_top1')} | "
+                       f"{split_unseen}{images} | {ips} | {eff} | {r['wall_seconds']:.1f} |")
+        for comparison, method in meta.get("chosen", {}).items():
+            r = next(r for r in result["rows"] if r["setting"] == setting and r["method"] == method
+                     and r["comparison"] == comparison)
+            (va, vb), (ra, rb) = ranges["validation"], ranges["report"]
+            out += ["", f"Chosen at equal {comparison} on validation [{va}:{vb}]: `{method}` "
+                        f"({_pm(r, 'validation_top1')}); on report [{ra}:{rb}], which no choice saw: "
+                        f"{_pm(r, 'report_top1')}" + (f", unseen classes {_pm(r, 'report_unseen_top1')}" if unseen
+                                                        else "") + "."]
         if "images" in result["spec"]["comparisons"]:
             out += ["", f"`images`: every method synthesises {meta['images_per_method']} images."]
         out.append("")
@@ -374,7 +482,8 @@ def format_table(result: dict) -> str:
     out.append(f"`time` = every method gets {result['budget_seconds']:g} s of synthesis + training "
                "(`distillation.max_seconds`; real-kd: training), with the lr schedule ending with the budget. "
                f"Student top-1 is the mean ± std over seeds {seeds}; unseen classes = mean per-class top-1 on the "
-               "teacher's classes the prior never saw. wall s = synthesis + training + evaluation, mean per run. "
+               "teacher's classes the prior never saw; validation and report are ranges [start:stop] of the test "
+               "split, on which every run's classifier is scored again. wall s = synthesis + training + evaluation, mean per run. "
                "Synthesis FLOP/s = FLOPs per image (FlopCounterMode's formulas: prior forwards, teacher "
                "forward/backward) x images/s, against this machine's float32 matmul rate measured in this "
                f"invocation: {result['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s. real-kd trains the same student "

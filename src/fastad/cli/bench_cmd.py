@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bench", help="run every recipe (unguided, CADR, DeepInversion, ...) against the teacher and real-data KD, "
                       "at equal images and equal time (default: the embedded Fashion-MNIST job, in and out of domain)",
         description="One fastad distill run per (method, comparison, seed): 'images' gives every method the same "
-                    "number of synthesised images, 'time' the same synthesis + training budget. References: the "
+                    "number of synthesised images, 'time' the same synthesis + training budget. Every student is "
+                    "also scored on a validation and a report range of the test split: bench.md names the method "
+                    "the validation range chose and reports it on the other. References: the "
                     "teacher, and real-kd (the same student by KD on the real training images: not data-free). "
                     "Writes bench.md and bench.json; finished runs are reused, so an interrupted bench resumes.",
         epilog="example: fastad bench --seeds 0 1 2 --out runs/bench; with no --config it uses the embedded "
@@ -44,6 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--comparisons", nargs="+", choices=("images", "time"), help="run only these comparisons")
     p.add_argument("--config-size", action="store_true", help="keep the config's own run size (rounds, KD steps, "
                    "batch) instead of the bench's smaller one: e.g. the embedded default's job against real-kd")
+    p.add_argument("--validation-range", nargs=2, type=int, metavar=("START", "STOP"),
+                   help="test images [START, STOP) on which bench.md chooses the best method (default: the first "
+                        "half of the test split)")
+    p.add_argument("--report-range", nargs=2, type=int, metavar=("START", "STOP"),
+                   help="test images [START, STOP), disjoint from the validation range, on which the chosen method "
+                        "is reported (default: the second half)")
     p.add_argument("--out", metavar="DIR", default="runs/bench", help="bench folder (default runs/bench)")
     p.add_argument("--quick", action="store_true", help="tiny everything (1 seed, 2 rounds, few images), for tests")
     p.set_defaults(run=run)
@@ -71,5 +79,6 @@ def run(args: argparse.Namespace) -> None:
                      budget_seconds=(QUICK_BUDGET if args.quick else BENCH_BUDGET) if args.budget_seconds is None
                      else args.budget_seconds,
                      images=args.images, methods=list(args.methods or METHODS), settings=settings,
-                     config_size=args.config_size, comparisons=list(args.comparisons or ("images", "time")))
+                     config_size=args.config_size, comparisons=list(args.comparisons or ("images", "time")),
+                     validation_range=args.validation_range, report_range=args.report_range)
     print(format_table(run_bench(spec)))
