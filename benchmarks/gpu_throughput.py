@@ -104,7 +104,7 @@ def rows_for(args):
     for recipe in RECIPES:
         flops = None  # counted once per recipe, in float32 and eager: precision and compiling do not change them
         for name, extra in variants:
-            if name.endswith("compile") and recipe != "none":
+            if name.endswith("compile") and (recipe != "none" or args.no_compile):
                 continue  # compiling costs a minute per process; one row says whether it pays
             parts = parts_for(scale, [*recipe_sets(recipe), *extra], device, teacher, student, prior)
             synth, gen = parts.synthesizer, torch.Generator().manual_seed(0)
@@ -113,12 +113,12 @@ def rows_for(args):
                 labels = balanced_labels(n, 10, generator=gen)
                 synth(synth.plan_targets(labels, generator=gen), generator=gen)
 
-            if flops is None:  # routing guides some classes only: count over every class, twice
-                n = min(batch, 20)
+            sec = timed(call, device, warmup=args.warmup, repeats=args.repeats)
+            if flops is None:  # after the timed calls: routing guides only the classes the samples so far miss
+                n = min(batch, 20)  # every class twice
                 with FlopCount() as fc:
                     call(n)
                 flops = fc.total / n
-            sec = timed(call, device, warmup=args.warmup, repeats=args.repeats)
             yield {"what": f"synthesis {recipe}", "precision": name, "per_second": batch / sec,
                    "unit": "images/s", "flops_per_item": flops}
     flops = None
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale", choices=tuple(SCALES), default="cifar")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-compile", action="store_true", help="leave out the compiled row (a minute of compiling)")
     p.add_argument("--json", help="write the results here instead of printing a table")
     p.add_argument("--table", nargs="+", help="print the table of these --json files (one per process)")
     p.add_argument("--peaks", help="with --table: take the matmul rates from this --json file (processes that ran "
