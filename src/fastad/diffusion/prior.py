@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from fastad.diffusion.ddim import to_device
 from fastad.errors import UserError
 from fastad.utils.io import as_os_error, fsync_dir
 
@@ -98,9 +99,10 @@ class Prior:
         out = out.to(dtype)
         if self.prediction_type == "epsilon":
             return out
-        abar = self.alphas_cumprod[t.cpu()].view(-1, 1, 1, 1)
-        sqrt_abar = abar.sqrt().to(x_t.device, dtype)
-        sqrt_1m_abar = (1 - abar).sqrt().to(x_t.device, dtype)
+        # Indexed on the device (the schedule copied without blocking), so a GPU loop never waits here.
+        abar = to_device(self.alphas_cumprod, x_t.device)
+        abar = abar.to(torch.float32 if x_t.device.type == "mps" else torch.float64)[t].view(-1, 1, 1, 1)
+        sqrt_abar, sqrt_1m_abar = abar.sqrt().to(dtype), (1 - abar).sqrt().to(dtype)
         x = x_t.to(dtype)
         if self.prediction_type == "v_prediction":
             # v = sqrt(abar) eps - sqrt(1 - abar) x0 and x_t = sqrt(abar) x0 + sqrt(1 - abar) eps
