@@ -68,15 +68,15 @@ class SamplerConfig(Section):
         return ddim_timesteps(num_train_timesteps, num_steps, spacing=self.spacing, steps_offset=self.steps_offset)
 
     def sample(self, eps_fn: EpsFn, x_T: Tensor, alphas_cumprod: Tensor, timesteps: Tensor, *,
-               generator: Optional[torch.Generator] = None) -> Tensor:
+               generator: Optional[torch.Generator] = None, progress: bool = False) -> Tensor:
         """Run this sampler's solver (:func:`ddim_sample` or DPM-Solver++(2M)) with its settings."""
         if self.solver == "dpmpp-2m":
             from fastad.diffusion.dpm_solver import dpmpp_2m_sample
 
             return dpmpp_2m_sample(eps_fn, x_T, alphas_cumprod, timesteps, final_abar=self.final_abar,
-                                   clip_x0=self.clip_x0)
+                                   clip_x0=self.clip_x0, progress=progress)
         return ddim_sample(eps_fn, x_T, alphas_cumprod, timesteps, ddim_eta=self.ddim_eta, generator=generator,
-                           final_abar=self.final_abar, clip_x0=self.clip_x0)
+                           final_abar=self.final_abar, clip_x0=self.clip_x0, progress=progress)
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

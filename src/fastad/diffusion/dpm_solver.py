@@ -39,6 +39,7 @@ def dpmpp_2m_sample(
     final_abar: str = "one",
     clip_x0: bool = False,
     callback: Optional[Callable[[int, int, Tensor, Tensor], None]] = None,
+    progress: bool = False,
 ) -> Tensor:
     """Run DPM-Solver++(2M) from ``x_T`` down the descending ``timesteps``; returns ``x_0``.
 
@@ -49,7 +50,11 @@ def dpmpp_2m_sample(
     schedule = list(ddim_schedule(alphas_cumprod, timesteps, final_abar=final_abar))
     B, device = x_T.shape[0], x_T.device
     x = x_T.to(torch.promote_types(x_T.dtype, torch.float32))
-    x0_prev, h_prev = None, None
+    x0_prev, h_prev, n = None, None, len(schedule)
+    if progress:
+        from tqdm.auto import tqdm
+
+        schedule = tqdm(schedule, desc="DPM-Solver++(2M)")
     for i, (t, abar_t, abar_prev) in enumerate(schedule):
         eps = eps_fn(x.to(x_T.dtype), torch.full((B,), t, dtype=torch.long, device=device))
         x0 = ddim_preview(x, eps, abar_t)
@@ -57,7 +62,7 @@ def dpmpp_2m_sample(
             x0 = x0.clamp(-1.0, 1.0)
         h = _lam(abar_prev) - _lam(abar_t)
         d = x0
-        if x0_prev is not None and i + 1 < len(schedule):
+        if x0_prev is not None and i + 1 < n:
             d = x0 + (x0 - x0_prev) * (h / (2 * h_prev))
         if callback is not None:
             callback(i, t, x, x0)
