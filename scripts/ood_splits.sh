@@ -3,5 +3,5 @@
 cd /work/main
 for split in "$@"; do
   .venv/bin/fastad bench --settings out-of-domain --ood-prior models/fmnist_prior_50k60k_$split --comparisons time \
-    --methods none none-noclip cadr x0-routed-smooth --set run.threads=1 --out runs/ood_$split
+    --methods none none-noclip cadr x0-routed-smooth --set run.threads=1 --set distillation.holdout_images=0 --out runs/ood_$split
 done

@@ -314,3 +314,42 @@ def test_bad_sampler_values_raise_user_error(field: str, value: object) -> None:
     with pytest.raises(UserError, match=f"config key 'sampler.{field}': got") as e:
         SamplerConfig(**{field: value})
     assert "\n" not in str(e.value)
+
+
+# --- DPM-Solver++(2M) ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("n", [5, 10, 25])
+def test_dpmpp_2m_matches_diffusers(schedule: str, spacing: str, n: int) -> None:
+    from diffusers import DPMSolverMultistepScheduler
+
+    from fastad.diffusion.dpm_solver import dpmpp_2m_sample
+
+    sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, **SCHEDULES[schedule], algorithm_type="dpmsolver++",
+                                        solver_order=2, timestep_spacing=spacing, final_sigmas_type="zero")
+    sched.set_timesteps(n)
+    abar = sched.alphas_cumprod
+    eps_fn, x = _eps_fn(abar), _x_T()
+    for t in sched.timesteps:
+        x = sched.step(eps_fn(x, t.expand(x.shape[0])), t, x).prev_sample
+    ours = dpmpp_2m_sample(_eps_fn(abar), _x_T(), abar.double(), sched.timesteps)
+    torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
+
+
+def test_dpmpp_2m_first_order_is_ddim_on_the_clamped_preview() -> None:
+    """Two steps: the first is first order (DDIM with eps re-derived from the clamped preview), the last lands
+    on the clamped preview itself."""
+    from fastad.diffusion.dpm_solver import dpmpp_2m_sample
+
+    abar = _scheduler().alphas_cumprod.double()
+    ts = ddim_timesteps(1000, 2)
+    eps_fn, x_T = _eps_fn(abar.float()), _x_T() * 3
+    seen = []
+    out = dpmpp_2m_sample(eps_fn, x_T, abar, ts, clip_x0=True, callback=lambda i, t, x, x0: seen.append((x, x0)))
+    a0, a1 = float(abar[ts[0]]), float(abar[ts[1]])
+    x0 = ddim_preview(x_T, eps_fn(x_T, ts[0].expand(2)), a0).clamp(-1, 1)
+    x1 = a1 ** 0.5 * x0 + (1 - a1) ** 0.5 * (x_T - a0 ** 0.5 * x0) / (1 - a0) ** 0.5
+    torch.testing.assert_close(seen[1][0], x1)
+    assert bool((out.abs() <= 1).all()) and torch.equal(out, seen[1][1])

@@ -457,6 +457,25 @@ def test_unguided_synthesizer_is_plain_ddim(parts):
     assert torch.equal(synth.plan_targets(labels, generator=gen), labels)
 
 
+@pytest.mark.parametrize("guidance", ["none", "cadr"])
+def test_dpm_solver_synthesizer(parts, guidance):
+    """sampler.solver 'dpmpp-2m': unguided, exactly dpmpp_2m_sample's images from the same start noise; guided
+    by CADR (an eps rule, so any solver), a guidance record per step and finite images."""
+    from fastad.diffusion.dpm_solver import dpmpp_2m_sample
+
+    prior, teacher = parts
+    sampler = SamplerConfig(clip_x0=True, solver="dpmpp-2m")
+    synth = make_synth(prior, teacher, fast_ad=FastADConfig(guidance=guidance, ddim_steps=3), sampler=sampler)
+    labels = torch.tensor([3, 1, 4, 1])
+    got = synth(labels, generator=torch.Generator().manual_seed(0))
+    x_T = torch.randn((4, *prior.sample_shape), generator=torch.Generator().manual_seed(0))
+    want = dpmpp_2m_sample(prior.bind(None), x_T, prior.alphas_cumprod, ddim_timesteps(100, 3), clip_x0=True)
+    if guidance == "none":
+        assert torch.equal(got, want.clamp(-1, 1))
+    else:
+        assert len(synth.stats.steps) == 3 and torch.isfinite(got).all() and not torch.equal(got, want.clamp(-1, 1))
+
+
 @pytest.mark.parametrize("rule", ["eps", "x0"])
 def test_guided_fraction_leaves_the_rest_plain_ddim(parts, rule):
     """guided_fraction 0.5: the batch's first half is guided (by either rule), the second half is exactly what

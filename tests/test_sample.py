@@ -61,6 +61,10 @@ def test_grid_and_npz(models, tmp_path, capsys):
     # --no-clip-x0 overrides the scheduler config's clip_sample (a random UNet's previews leave [-1, 1]).
     _, unclipped, out = _sample(models, tmp_path, capsys, "--no-clip-x0", name="unclipped")
     assert "unclipped" in out and not np.array_equal(arrays["images"], unclipped["images"])
+    # DPM-Solver++(2M) from the same start noise: other images, equally batch-independent.
+    _, dpm, _ = _sample(models, tmp_path, capsys, "--solver", "dpmpp-2m", name="dpm")
+    _, dpm4, _ = _sample(models, tmp_path, capsys, "--solver", "dpmpp-2m", "--batch-size", 4, name="dpm4")
+    assert not np.array_equal(arrays["images"], dpm["images"]) and np.array_equal(dpm["images"], dpm4["images"])
 
 
 def test_teacher_captions_each_cell(models, tmp_path, capsys):
@@ -129,6 +133,7 @@ def test_classify_reads_clamped_images(models):
     (["--prior", "MODELS/cond", "--class-labels", "10"], "--class-labels"),
     (["--prior", "MODELS/prior", "--n", "0"], "--n=0"),
     (["--prior", "MODELS/prior", "--out", "grid.jpg"], ".png"),
+    (["--prior", "MODELS/prior", "--solver", "dpmpp-2m", "--eta", "1"], "--eta=1.0"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, models, tmp_path, capsys):
     args = [a.replace("MODELS", str(models)) for a in args]

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=None,
                    help="clamp each step's preview x0_hat to [-1, 1] (diffusers' clip_sample); default: what the "
                         "prior's scheduler config says (diffusers' default when absent: on)")
+    p.add_argument("--solver", default="ddim", choices=("ddim", "dpmpp-2m"),
+                   help="ddim, or dpmpp-2m: DPM-Solver++(2M), deterministic, the same cost per step (default ddim)")
     p.add_argument("--seed", type=int, default=0, help="seed of the start noise (default 0)")
     p.add_argument("--batch-size", type=int, default=64, help="images per sampler batch (default 64)")
     p.add_argument("--class-labels", type=int, nargs="+", metavar="K",
@@ -63,6 +65,8 @@ def run(args: argparse.Namespace) -> None:
             raise UserError(f"{flag}={value} must be >= {low}")
     if not (args.eta >= 0 and np.isfinite(args.eta)):
         raise UserError(f"--eta={args.eta} must be a finite number >= 0")
+    if args.solver == "dpmpp-2m" and args.eta > 0:
+        raise UserError(f"--eta={args.eta}: --solver dpmpp-2m is deterministic, so it needs 0")
     if Path(args.out).suffix.lower() != ".png":
         raise UserError(f"--out {shown(args.out)} must be a .png file")
     if args.npz and Path(args.npz).suffix.lower() != ".npz":
@@ -106,7 +110,8 @@ def run(args: argparse.Namespace) -> None:
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
     x = sample_prior(prior, args.n, steps=args.steps, ddim_eta=args.eta, spacing=args.spacing, generator=gen,
-                     batch_size=args.batch_size, class_labels=labels, clip_x0=clip, progress=not args.no_progress)
+                     batch_size=args.batch_size, class_labels=labels, clip_x0=clip, solver=args.solver,
+                     progress=not args.no_progress)
     seconds = time.perf_counter() - t0
     images = to_uint8(x)
 

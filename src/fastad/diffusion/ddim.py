@@ -54,10 +54,29 @@ class SamplerConfig(Section):
     final_abar: str = option("one", "abar of the last step's target: 'one' or 'first' = alphas_cumprod[0] "
                              "(diffusers' set_alpha_to_one true / false)", choices=("one", "first"))
     steps_offset: int = option(0, "added to every 'leading' timestep (diffusers' steps_offset)", ge=0)
+    solver: str = option("ddim", "'ddim', or 'dpmpp-2m': DPM-Solver++(2M), second order at the same cost per step "
+                         "(deterministic; not with the x0 guidance rule)", choices=("ddim", "dpmpp-2m"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.solver == "dpmpp-2m" and self.ddim_eta > 0:
+            raise UserError(f"config key 'sampler.ddim_eta': got {self.ddim_eta}; solver 'dpmpp-2m' is "
+                            "deterministic, so it needs 0")
 
     def timesteps(self, num_train_timesteps: int, num_steps: int) -> Tensor:
         """This sampler's descending timesteps (:func:`ddim_timesteps`)."""
         return ddim_timesteps(num_train_timesteps, num_steps, spacing=self.spacing, steps_offset=self.steps_offset)
+
+    def sample(self, eps_fn: EpsFn, x_T: Tensor, alphas_cumprod: Tensor, timesteps: Tensor, *,
+               generator: Optional[torch.Generator] = None, progress: bool = False) -> Tensor:
+        """Run this sampler's solver (:func:`ddim_sample` or DPM-Solver++(2M)) with its settings."""
+        if self.solver == "dpmpp-2m":
+            from fastad.diffusion.dpm_solver import dpmpp_2m_sample
+
+            return dpmpp_2m_sample(eps_fn, x_T, alphas_cumprod, timesteps, final_abar=self.final_abar,
+                                   clip_x0=self.clip_x0, progress=progress)
+        return ddim_sample(eps_fn, x_T, alphas_cumprod, timesteps, ddim_eta=self.ddim_eta, generator=generator,
+                           final_abar=self.final_abar, clip_x0=self.clip_x0, progress=progress)
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -1,6 +1,6 @@
-"""Drawing images from a prior with unguided DDIM.
+"""Drawing images from a prior without guidance.
 
-Thin glue over the pure sampler (:func:`~fastad.diffusion.ddim.ddim_sample`): the start noise for
+Thin glue over the pure samplers (:func:`~fastad.diffusion.ddim.ddim_sample`, DPM-Solver++(2M)): the start noise for
 all ``n`` images is drawn at once from the caller's generator, so deterministic DDIM
 (``ddim_eta = 0``) gives the same images whatever ``batch_size``.
 """
@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fastad.diffusion.ddim import ddim_sample, ddim_timesteps
+from fastad.diffusion.ddim import SamplerConfig
 from fastad.diffusion.prior import Prior
 from fastad.errors import UserError
 
@@ -36,6 +36,7 @@ def sample_prior(
     batch_size: int = 64,
     class_labels: Optional[Tensor] = None,
     clip_x0: bool = False,
+    solver: str = "ddim",
     progress: bool = False,
 ) -> Tensor:
     """``n`` images from ``prior`` with DDIM; returns float32 ``[n, C, H, W]`` on CPU, prior space
@@ -50,13 +51,14 @@ def sample_prior(
         raise UserError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
     if class_labels is not None and len(class_labels) != n:
         raise UserError(f"{len(class_labels)} class labels for {n} images")
-    ts = ddim_timesteps(prior.num_train_timesteps, steps, spacing=spacing)
+    sampler = SamplerConfig(ddim_eta=ddim_eta, spacing=spacing, clip_x0=clip_x0, solver=solver)
+    ts = sampler.timesteps(prior.num_train_timesteps, steps)
     device = next(prior.unet.parameters()).device
     x_T = torch.randn((n, *prior.sample_shape), generator=generator, device=generator.device)
     out = []
     for s in range(0, n, batch_size):
         labels = None if class_labels is None else class_labels[s:s + batch_size].to(device)
-        x = ddim_sample(prior.bind(labels), x_T[s:s + batch_size].to(device), prior.alphas_cumprod, ts,
-                        ddim_eta=ddim_eta, generator=generator, clip_x0=clip_x0, progress=progress)
+        x = sampler.sample(prior.bind(labels), x_T[s:s + batch_size].to(device), prior.alphas_cumprod, ts,
+                           generator=generator, progress=progress)
         out.append(x.float().cpu())
     return torch.cat(out)

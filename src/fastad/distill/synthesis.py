@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from fastad.diffusion import EpsFn, SamplerConfig, ddim_sample
+from fastad.diffusion import EpsFn, SamplerConfig
 from fastad.diffusion.prior import Prior
 from fastad.guidance.routing import Coverage, RoutingConfig, balanced_labels
 from fastad.errors import UserError
@@ -66,6 +66,9 @@ class Synthesizer:
         provider: ConditioningProvider, device: torch.device, student: nn.Module | None = None,
         classify: Callable[[Tensor], Tensor] | None = None, num_classes: int = 0,
     ) -> None:
+        if sampler.solver != "ddim" and fast_ad.guidance != "none" and guidance.rule == "x0":
+            raise UserError(f"config key 'sampler.solver': got {sampler.solver!r}; the x0 guidance rule "
+                            "(guidance.rule) steps DDIM itself, so it needs 'ddim'")
         if routing.guide_classes == "uncovered" and (classify is None or num_classes < 1):
             raise UserError("routing.guide_classes 'uncovered' needs classify (the teacher on images in [-1, 1]) "
                             "and num_classes")
@@ -127,10 +130,8 @@ class Synthesizer:
     def plain(self, x_T: Tensor, labels: Tensor, *, generator: torch.Generator) -> Tensor:
         """Unguided DDIM from ``x_T`` [B, C, H, W] (``labels`` [B] condition a class-conditional prior) -> images
         in [-1, 1]; ``generator`` serves the ``ddim_eta > 0`` noise."""
-        s = self.sampler
-        return ddim_sample(self.provider(self.prior, labels), x_T, self.prior.alphas_cumprod, self.timesteps,
-                           ddim_eta=s.ddim_eta, generator=generator, final_abar=s.final_abar,
-                           clip_x0=s.clip_x0).clamp(-1, 1)
+        return self.sampler.sample(self.provider(self.prior, labels), x_T, self.prior.alphas_cumprod, self.timesteps,
+                                   generator=generator).clamp(-1, 1)
 
     def state_dict(self) -> dict:
         """What a resumed run needs (the coverage counts, when routing by coverage)."""
@@ -149,5 +150,4 @@ class Synthesizer:
                                          self.guidance, ddim_eta=s.ddim_eta, final_abar=s.final_abar,
                                          clip_x0=s.clip_x0, **kw)
         with make_cadr_eps_fn(eps_fn, self.teacher, labels, abar, self.fast_ad, guidance=self.guidance, **kw) as g:
-            return ddim_sample(g, x_T, abar, self.timesteps, ddim_eta=s.ddim_eta, generator=generator,
-                               final_abar=s.final_abar, clip_x0=s.clip_x0)
+            return s.sample(g, x_T, abar, self.timesteps, generator=generator)
