@@ -10,7 +10,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from fastad.diffusion import (SamplerConfig, ddim_move, ddim_noise, ddim_preview, ddim_sample, ddim_schedule,
-                              ddim_step, ddim_timesteps)
+                              ddim_step, ddim_timesteps, dpmpp_2m_sample)
 from fastad.errors import UserError
 
 SCHEDULES = {
@@ -325,8 +325,7 @@ def test_bad_sampler_values_raise_user_error(field: str, value: object) -> None:
 def test_dpmpp_2m_matches_diffusers(schedule: str, spacing: str, n: int) -> None:
     from diffusers import DPMSolverMultistepScheduler
 
-    from fastad.diffusion.dpm_solver import dpmpp_2m_sample
-
+    
     sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, **SCHEDULES[schedule], algorithm_type="dpmsolver++",
                                         solver_order=2, timestep_spacing=spacing, final_sigmas_type="zero")
     sched.set_timesteps(n)
@@ -341,8 +340,7 @@ def test_dpmpp_2m_matches_diffusers(schedule: str, spacing: str, n: int) -> None
 def test_dpmpp_2m_first_order_is_ddim_on_the_clamped_preview() -> None:
     """Two steps: the first is first order (DDIM with eps re-derived from the clamped preview), the last lands
     on the clamped preview itself."""
-    from fastad.diffusion.dpm_solver import dpmpp_2m_sample
-
+    
     abar = _scheduler().alphas_cumprod.double()
     ts = ddim_timesteps(1000, 2)
     eps_fn, x_T = _eps_fn(abar.float()), _x_T() * 3

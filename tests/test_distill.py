@@ -461,8 +461,9 @@ def test_unguided_synthesizer_is_plain_ddim(parts):
 def test_dpm_solver_synthesizer(parts, guidance):
     """sampler.solver 'dpmpp-2m': unguided, exactly dpmpp_2m_sample's images from the same start noise; guided
     by CADR (an eps rule, so any solver), a guidance record per step and finite images."""
-    from fastad.diffusion.dpm_solver import dpmpp_2m_sample
+    from fastad.diffusion import dpmpp_2m_sample
 
+    
     prior, teacher = parts
     sampler = SamplerConfig(clip_x0=True, solver="dpmpp-2m")
     synth = make_synth(prior, teacher, fast_ad=FastADConfig(guidance=guidance, ddim_steps=3), sampler=sampler)

@@ -1,8 +1,8 @@
 """Diffusion priors and their samplers (DDIM, DPM-Solver++(2M))."""
 
 from fastad.diffusion.ddim import (FINAL_ABARS, SPACINGS, EpsFn, SamplerConfig, ddim_move, ddim_noise, ddim_preview,
-                                  ddim_sample, ddim_schedule, ddim_step, ddim_timesteps, to_device)
-from fastad.diffusion.dpm_solver import dpmpp_2m_sample
+                                  ddim_sample, ddim_schedule, ddim_step, ddim_timesteps, dpmpp_2m_sample,
+                                  to_device)
 from fastad.diffusion.prior import BETA_SCHEDULES, PREDICTION_TYPES, Prior, build_unet, load_prior, save_prior
 
 __all__ = [
