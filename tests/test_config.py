@@ -86,7 +86,7 @@ def test_recipes_reproduce_the_shipped_configs_and_the_paper():
     assert paper.fast_ad == load_config(SEED_CONFIG).fast_ad  # and the authors' own file says the same
     assert _synthesis(load_config(cifar)) == _synthesis(load_config(cifar, recipe_sets("x0-routed-smooth")))
     fmnist = REPO / "configs" / "fashion_mnist.yaml"
-    assert _synthesis(load_config(fmnist)) == _synthesis(load_config(fmnist, recipe_sets("none-dpm")))
+    assert _synthesis(load_config(fmnist)) == _synthesis(load_config(fmnist, recipe_sets("none")))
     for name, changes in RECIPES.items():  # a recipe names only synthesis keys
         assert set(changes) <= set(SYNTHESIS_KEYS), name
     with pytest.raises(UserError, match="--recipe: got 'nope'; choose one of none, "):

@@ -41,11 +41,8 @@ SYNTHESIS_KEYS: list[str] = _keys()
 #: Recipe name -> its changes from the paper (the defaults of :data:`SYNTHESIS_KEYS`).
 RECIPES: dict[str, dict[str, Any]] = {
     # Unguided DDIM with the preview clamp (the shipped priors' clip_sample); the teacher labels the
-    # images through KD.
+    # images through KD. The embedded default's recipe.
     "none": {"fast_ad.guidance": "none", "sampler.clip_x0": True},
-    # The same with DPM-Solver++(2M) (Lu et al. 2022) instead of DDIM: the embedded default's recipe, at 6
-    # steps there (cleaner, more balanced samples and a better student than 10 DDIM steps; docs/results.md).
-    "none-dpm": {"fast_ad.guidance": "none", "sampler.clip_x0": True, "sampler.solver": "dpmpp-2m"},
     "none-noclip": {"fast_ad.guidance": "none"},
     # The paper exactly (section 4.1): CADR, eps rule, Tweedie gradient.
     "cadr": {},
