@@ -191,18 +191,23 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
     return summary
 
 
-def split_ranges(spec: BenchSpec, cfg: Config) -> dict[str, list[int]]:
-    """``{"validation": [a, b], "report": [c, d]}``: ranges of ``cfg``'s test split, checked (each a range of the
-    split, the two disjoint); ``{}`` without a labelled dataset."""
+def _full_test_split(cfg: Config):
+    """The whole test split of ``cfg``'s dataset (whatever ``data.eval_range`` says), or None without one."""
     from fastad.data import load_dataset
 
-    if not cfg.data.dataset:
+    return load_dataset(cfg.data.dataset, "test", root=cfg.data.root) if cfg.data.dataset else None
+
+
+def split_ranges(spec: BenchSpec, test) -> dict[str, list[int]]:
+    """``{"validation": [a, b], "report": [c, d]}``: ranges of the test split ``test``, checked (each a range of
+    the split, the two disjoint); ``{}`` without a labelled dataset (``test`` None)."""
+    if test is None:
         return {}
-    n = len(load_dataset(cfg.data.dataset, "test", root=cfg.data.root).labels)
+    n = len(test.labels)
     ranges = {"validation": spec.validation_range or [0, n // 2], "report": spec.report_range or [n // 2, n]}
     for name, (a, b) in ranges.items():
         if not 0 <= a < b <= n:
-            raise UserError(f"--{name}-range: got {a} {b}; the test split of {cfg.data.dataset} has {n} images, "
+            raise UserError(f"--{name}-range: got {a} {b}; the test split of {test.info.name} has {n} images, "
                             f"need 0 <= START < STOP <= {n}")
     (a, b), (c, d) = ranges.values()
     if a < d and c < b:
@@ -279,7 +284,7 @@ def _check_spec(spec: BenchSpec) -> None:
     for setting, setting_sets in spec.settings.items():
         base = _config(spec, setting_sets)
         resolve_device(base.run.device)
-        split_ranges(spec, base)
+        split_ranges(spec, _full_test_split(base))
         d = base.distillation
         for method in spec.methods:  # every run's config resolves (a recipe, a seed)
             for seed in spec.seeds:
@@ -303,8 +308,6 @@ def _check_spec(spec: BenchSpec) -> None:
 def run_bench(spec: BenchSpec) -> dict:
     """Run (or resume) every (setting, method, comparison, seed); write ``bench.md``, ``bench.json`` and
     ``bench.png`` under ``spec.out``."""
-    from fastad.data import load_dataset
-
     _check_spec(spec)
     out = Path(spec.out)
     rows: list[dict] = []
@@ -328,9 +331,9 @@ def run_bench(spec: BenchSpec) -> dict:
         unseen = unseen_classes(base)
         meta[setting] = {"images_per_method": rounds * d.synthesis_batch_size, "unseen_classes": unseen,
                          "prior": d.diffusion_checkpoint, "overrides": setting_sets}
-        ranges = split_ranges(spec, base)
+        test = _full_test_split(base)
+        ranges = split_ranges(spec, test)
         meta[setting]["ranges"] = ranges
-        test = load_dataset(base.data.dataset, "test", root=base.data.root) if ranges else None
         prefix = out / setting
         for method in spec.methods:
             comparisons = ("-",) if method == "teacher" else [c for c in COMPARISONS if c in spec.comparisons]
@@ -379,14 +382,12 @@ def run_bench(spec: BenchSpec) -> dict:
 
 def _choose(rows: list[dict], setting: str) -> dict[str, str]:
     """Per comparison, the data-free method with the best mean top-1 on the validation range."""
-    chosen: dict[str, str] = {}
+    best: dict[str, dict] = {}
     for r in rows:
         if r["setting"] == setting and r["data_free"] and "validation_top1_mean" in r:
-            best = next((b for b in rows if b["setting"] == setting and b["method"] == chosen.get(r["comparison"])
-                         and b["comparison"] == r["comparison"]), None)
-            if best is None or r["validation_top1_mean"] > best["validation_top1_mean"]:
-                chosen[r["comparison"]] = r["method"]
-    return chosen
+            if r["comparison"] not in best or r["validation_top1_mean"] > best[r["comparison"]]["validation_top1_mean"]:
+                best[r["comparison"]] = r
+    return {comparison: r["method"] for comparison, r in best.items()}
 
 
 def _row(setting: str, method: str, comparison: str, spec: BenchSpec, runs: list[dict], unseen: list[int]) -> dict:
@@ -483,7 +484,8 @@ def format_table(result: dict) -> str:
                "(`distillation.max_seconds`; real-kd: training), with the lr schedule ending with the budget. "
                f"Student top-1 is the mean ± std over seeds {seeds}; unseen classes = mean per-class top-1 on the "
                "teacher's classes the prior never saw; validation and report are ranges [start:stop] of the test "
-               "split, on which every run's classifier is scored again. wall s = synthesis + training + evaluation, mean per run. "
+               "split, on which every run's classifier is scored again. wall s = synthesis + training + "
+               "evaluation, mean per run. "
                "Synthesis FLOP/s = FLOPs per image (FlopCounterMode's formulas: prior forwards, teacher "
                "forward/backward) x images/s, against this machine's float32 matmul rate measured in this "
                f"invocation: {result['matmul_flops_per_second'] / 1e9:.1f} GFLOP/s. real-kd trains the same student "
