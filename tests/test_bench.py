@@ -145,3 +145,16 @@ def test_bench_overlapping_ranges_one_line(assets, tmp_path, capsys):
     rc = main([str(a) for a in bench_args(assets, tmp_path / "b")] + ["--report-range", "20", "41"])
     err = capsys.readouterr().err
     assert rc == 2 and "--report-range: got 20 41" in err and "40 images" in err
+
+
+def test_bench_user_sets_win_over_the_recipe():
+    """A recipe sets the whole sampler section; the user's --set still reaches every run (as with
+    ``fastad distill --recipe``), so a bench of another solver or step count runs what it says."""
+    from fastad.bench.runner import BenchSpec, _config
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist.yaml"
+    spec = BenchSpec(config=str(config), sets=["sampler.solver=dpmpp-2m", "fast_ad.ddim_steps=6"])
+    for method in ("none", "cadr"):
+        cfg = _config(spec, ["run.seed=1"], method)
+        assert (cfg.sampler.solver, cfg.fast_ad.ddim_steps, cfg.run.seed) == ("dpmpp-2m", 6, 1)
+    assert _config(spec, [], "none").sampler.clip_x0 and not _config(spec, [], "cadr").sampler.clip_x0

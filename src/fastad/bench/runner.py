@@ -74,9 +74,12 @@ class BenchSpec:
     report_range: list[int] | None = None
 
 
-def _config(spec: BenchSpec, extra: list[str]) -> Config:
+def _config(spec: BenchSpec, extra: list[str], method: str | None = None) -> Config:
+    """The config of one run: the method's recipe first (as ``fastad distill --recipe``), then the bench's
+    size, the user's ``--set`` and ``extra``, so a key the user sets (e.g. ``sampler.solver``) wins."""
+    recipe = recipe_sets(method) if method in RECIPES else []
     size = QUICK_SETS if spec.quick else [] if spec.config_size else BENCH_SETS
-    return load_config(spec.config, [*size, *spec.sets, "logging.progress=false", *extra])
+    return load_config(spec.config, [*recipe, *size, *spec.sets, "logging.progress=false", *extra])
 
 
 def unseen_classes(cfg: Config) -> list[int]:
@@ -288,7 +291,7 @@ def _check_spec(spec: BenchSpec) -> None:
         d = base.distillation
         for method in spec.methods:  # every run's config resolves (a recipe, a seed)
             for seed in spec.seeds:
-                _config(spec, [*setting_sets, f"run.seed={seed}", *(recipe_sets(method) if method in RECIPES else [])])
+                _config(spec, [*setting_sets, f"run.seed={seed}"], method)
         if "teacher" in spec.methods or "real-kd" in spec.methods or d.synthesizer == "diffusion":
             if not d.teacher_checkpoint:
                 raise UserError(f"config key 'distillation.teacher_checkpoint' is not set (setting '{setting}')")
@@ -347,8 +350,7 @@ def run_bench(spec: BenchSpec) -> dict:
                         cfg, run = base, _teacher_run(base, folder)
                     else:
                         sets, steps, budget = plans[comparison]
-                        recipe = recipe_sets(method) if method in RECIPES else []
-                        cfg = _config(spec, [*setting_sets, *sets, f"run.seed={seed}", *recipe])
+                        cfg = _config(spec, [*setting_sets, *sets, f"run.seed={seed}"], method)
                         run = (_real_kd_run(cfg, folder, steps=steps, max_seconds=budget) if method == "real-kd"
                                else _distill_run(cfg, folder))
                     scores = _split_scores(cfg, folder, test, ranges, teacher=method == "teacher") if ranges else None
@@ -364,8 +366,7 @@ def run_bench(spec: BenchSpec) -> dict:
     for r in rows:
         key = (r["setting"], r["method"])
         if r["method"] in RECIPES and key not in flops:
-            flops[key] = synthesis_flops_per_image(_config(spec, [*spec.settings[r["setting"]],
-                                                                  *recipe_sets(r["method"])]))
+            flops[key] = synthesis_flops_per_image(_config(spec, spec.settings[r["setting"]], r["method"]))
         if key in flops and r["synthesis_images_per_second"] is not None:
             achieved = flops[key] * r["synthesis_images_per_second"]
             r.update({"synthesis_flops_per_image": flops[key], "synthesis_flops_per_second": achieved,
