@@ -2,7 +2,7 @@
 teacher's penultimate features of prior samples and of real test images (``fastad.metrics.fid``; comparable
 only within this script), and the teacher's mean confidence and class spread on the samples.
 
-    python benchmarks/solver_fid.py --n 1000 --real-range 0 1000 ddim:10 dpmpp-2m:10 ddim:50
+    python benchmarks/solver_fid.py --n 1000 --real-range 0 1000 ddim:10 dpmpp-2m:10 dpmpp-2m:6:trailing
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ REPO_PRIOR, REPO_TEACHER = "models/fmnist_prior_50k60k", "models/fmnist_teacher_
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="SOLVER:STEPS, e.g. ddim:10 dpmpp-2m:10")
+    p.add_argument("runs", nargs="+", help="SOLVER:STEPS[:SPACING], e.g. ddim:10 dpmpp-2m:6:trailing (sampler.spacing, "
+                   "default leading)")
     p.add_argument("--prior", default=REPO_PRIOR)
     p.add_argument("--teacher", default=REPO_TEACHER)
     p.add_argument("--n", type=int, default=1000)
@@ -40,11 +41,12 @@ def main() -> None:
     real = load_dataset(meta["dataset"], "test", index_range=args.real_range)
     real_feats = compute_features(teacher, to_float(real.images), transform=norm)
     print(f"prior {args.prior}, teacher {args.teacher}, {args.n} samples per run, real test{args.real_range}")
-    print("| solver | steps | FD to real (teacher features) | teacher confidence | classes (min-max share) | s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| solver | steps | spacing | FD to real (teacher features) | teacher confidence | classes (min-max share) "
+          "| s |")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for run in args.runs:
-        solver, steps = run.split(":")
-        cfg = SamplerConfig(solver=solver, clip_x0=True)
+        solver, steps, spacing = (run.split(":") + ["leading"])[:3]
+        cfg = SamplerConfig(solver=solver, clip_x0=True, spacing=spacing)
         ts = cfg.timesteps(prior.num_train_timesteps, int(steps))
         gen = torch.Generator().manual_seed(args.seed)  # the same start noise for every run
         x_T = torch.randn(args.n, *prior.sample_shape, generator=gen)
@@ -57,7 +59,7 @@ def main() -> None:
         with torch.no_grad():
             prob = torch.cat([teacher(norm(u[i:i + 500])).softmax(1) for i in range(0, args.n, 500)])
         share = torch.bincount(prob.argmax(1), minlength=prob.shape[1]).float() / args.n
-        print(f"| {solver} | {steps} | {frechet_distance(feats, real_feats):.2f} | {prob.max(1).values.mean():.3f} | "
+        print(f"| {solver} | {steps} | {spacing} | {frechet_distance(feats, real_feats):.2f} | {prob.max(1).values.mean():.3f} | "
               f"{share.min():.3f}-{share.max():.3f} | {sec:.0f} |", flush=True)
 
 
