@@ -44,7 +44,7 @@ Abar = Union[float, Tensor]
 
 @dataclass
 class SamplerConfig(Section):
-    """The ``sampler`` section: how DDIM walks the prior's schedule (the step count is ``fast_ad.ddim_steps``)."""
+    """The ``sampler`` section: how the solver walks the prior's schedule (the step count is ``fast_ad.ddim_steps``)."""
 
     section = "sampler"
     ddim_eta: float = option(0.0, "DDIM stochasticity (0 = deterministic DDIM); not the paper's fast_ad.eta", ge=0)
@@ -55,8 +55,8 @@ class SamplerConfig(Section):
                              "(diffusers' set_alpha_to_one true / false)", choices=("one", "first"))
     steps_offset: int = option(0, "added to every 'leading' timestep (diffusers' steps_offset)", ge=0)
     solver: str = option("ddim", "'ddim' (the paper's), or 'dpmpp-2m': DPM-Solver++(2M) (Lu et al. 2022), second "
-                         "order at the same cost per step (deterministic; not with the x0 guidance rule). Under "
-                         "evaluation (docs/research/student.md)", choices=("ddim", "dpmpp-2m"))
+                         "order at the same cost per step (deterministic; not with the x0 guidance rule); the "
+                         "embedded default's", choices=("ddim", "dpmpp-2m"))
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -46,7 +46,7 @@ class FastADConfig(Section):
     eta: float = option(0.1, "gradient scale of the rectification (Eq. 6); not DDIM's sampler.ddim_eta", ge=0)
     tau_ent: float = option(0.4, "entropy threshold of the gate, nats (CIFAR-100 0.4, ImageNet 0.6)", ge=0)
     k_sigmoid: float = option(10.0, "steepness of the gate's sigmoid (Eq. 5)", ge=0)
-    ddim_steps: int = option(50, "DDIM sampling steps", ge=1)
+    ddim_steps: int = option(50, "sampling steps (of DDIM, or of sampler.solver)", ge=1)
     xi: float = option(1e-6, "stabiliser of the per-sample gradient norm (Eq. 6)", gt=0)
     gamma: float = option(1.0, "weight of the teacher's cross-entropy in the guidance loss", ge=0)
     T: int = option(1000, "training timesteps of the prior's noise schedule", ge=1)
