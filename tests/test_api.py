@@ -81,21 +81,6 @@ def test_plain_modules_with_no_dataset(priors, tmp_path, monkeypatch):
     assert again["rounds"] == 3 and again["images_synthesized"] == 24
 
 
-def test_balance_labels_the_buffer_with_the_teachers_class(priors, tmp_path):
-    """distillation.balance: each buffered image carries the teacher's top-1 class (which the KD draw balances),
-    not the round's random target."""
-    torch.manual_seed(0)
-    teacher = Teacher().eval()
-    sets = [*TINY, "distillation.mean=[0.5]", "distillation.std=[0.25]", "distillation.balance=true",
-            "distillation.epochs=3"]
-    distill(teacher, load_prior(priors["p16"]), student="resnet8", sets=sets, out=tmp_path / "run")
-    buf = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["buffer"]
-    x = buf["images"].float() / 127.5 - 1  # uint8 storage -> [-1, 1]
-    with torch.no_grad():
-        seen = teacher(((x + 1) / 2 - 0.5) / 0.25).argmax(1)
-    assert len(buf["labels"]) == 24 and (seen == buf["labels"]).float().mean() > 0.9
-
-
 def test_module_teacher_needs_its_normalisation(priors, tmp_path):
     with pytest.raises(UserError, match="set distillation.mean and distillation.std"):
         distill(Teacher(), priors["p16"], student="resnet8", sets=TINY, out=tmp_path / "r")

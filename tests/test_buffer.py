@@ -75,23 +75,6 @@ def test_sample_is_uniform_without_replacement_and_deterministic() -> None:
     assert counts.min() > 60 and counts.max() < 150  # expectation 100 each
 
 
-def test_balanced_sample_draws_every_label_equally_often() -> None:
-    """90 images of label 0 and 10 of label 1: a balanced draw sees each label about half the time,
-    never repeats an image within a batch, and is reproducible from its generator."""
-    buf = ReplayBuffer(128)
-    buf.push(torch.zeros(100, *SHAPE), torch.cat([torch.zeros(90), torch.ones(10)]).long())
-    g = torch.Generator().manual_seed(0)
-    labels = torch.cat([buf.sample(8, generator=g, balanced=True)[1] for _ in range(500)])
-    share = labels.float().mean().item()
-    assert 0.45 < share < 0.55  # uniform draws would give 0.10
-    every = buf.sample(100, generator=torch.Generator().manual_seed(1), balanced=True)[1]  # n == len: each once
-    assert torch.bincount(every).tolist() == [90, 10]
-    a = buf.sample(12, generator=torch.Generator().manual_seed(2), balanced=True)
-    b = buf.sample(12, generator=torch.Generator().manual_seed(2), balanced=True)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert buf.sample(300, generator=g, balanced=True)[1].shape == (300,)  # n > len: with replacement
-
-
 @pytest.mark.parametrize("storage", ["uint8", "float16"])
 def test_state_dict_round_trip_is_exact(storage: str) -> None:
     buf = ReplayBuffer(6, storage=storage)

@@ -133,9 +133,8 @@ class ReplayBuffer:
         self._size = min(self._size + keep, self._capacity)
 
     def sample(self, n: int, *, generator: Optional[torch.Generator],
-               device: torch.device | str | None = None, balanced: bool = False) -> tuple[Tensor, ...]:
-        """Draw ``n`` stored images uniformly at random, or, with ``balanced``, each image with weight
-        ``1 / (images stored with its label)`` so that every stored label is drawn equally often.
+               device: torch.device | str | None = None) -> tuple[Tensor, ...]:
+        """Draw ``n`` stored images uniformly at random.
 
         Without replacement when ``n <= len(self)`` (a batch never repeats an image), with
         replacement otherwise. Indices come from ``generator`` (the default generator when None),
@@ -150,11 +149,7 @@ class ReplayBuffer:
         if self._size == 0:
             raise UserError("sample: the replay buffer is empty")
         gdev = generator.device if generator is not None else "cpu"
-        if balanced:
-            labels = self._labels[: self._size]
-            weights = 1.0 / torch.bincount(labels).double()[labels]
-            idx = torch.multinomial(weights.to(gdev), n, replacement=n > self._size, generator=generator).cpu()
-        elif n <= self._size:
+        if n <= self._size:
             idx = torch.randperm(self._size, generator=generator, device=gdev)[:n].cpu()
         else:
             idx = torch.randint(0, self._size, (n,), generator=generator, device=gdev).cpu()

@@ -103,8 +103,6 @@ class DistillationConfig(Section):
                                "for a class-conditional prior, else none), 'none' or 'class_labels'",
                                choices=("auto", "none", "class_labels"))
     augment: bool = option(True, "random crop/flip of buffer images for student updates (where the data suits)")
-    balance: bool = option(False, "draw KD batches class-balanced by the teacher's top-1 class of each buffer "
-                           "image (under evaluation: docs/research/student.md)")
     save_images: str = option("none", "export every synthesised image: 'none', 'png' (a folder per class) "
                               "or 'npz' (one file per round)", choices=("none", "png", "npz"))
     synthesizer: str = option("diffusion", "how images are made: 'diffusion' (the prior, guided by fast_ad, "

@@ -190,13 +190,11 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             aimed = gather_cat(aimed.to(device), world).cpu()
             if coverage is not None and world.size > 1:
                 coverage.counts = before + gather_cat((coverage.counts - before).to(device)[None], world).sum(0).cpu()
-            if world.main or d.balance:
-                with torch.no_grad():  # does the teacher see the target class in what was synthesised?
-                    probs = teacher(view(images.to(device))).softmax(1).cpu()
-            # With balance, an image's label is the class the teacher sees in it, which the KD draw balances.
-            buffer.push(images, probs.argmax(1) if d.balance else targets)
+            buffer.push(images, targets)
             prog.images += len(targets)
             if world.main:
+                with torch.no_grad():  # does the teacher see the target class in what was synthesised?
+                    probs = teacher(view(images.to(device))).softmax(1).cpu()
                 target_rate = 100.0 * (probs.argmax(1) == targets).float().mean().item()
                 newest = images
                 captions = _captions(spec.class_names, targets, probs, aimed)
@@ -208,7 +206,7 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             student.train()
             losses = []
             for _ in range(d.train_iterations):
-                x, _y = buffer.sample(batch, generator=gen, balanced=d.balance)
+                x, _y = buffer.sample(batch, generator=gen)
                 losses.append(kd_step(model, teacher, train_view(x.to(device)), opt, tau=d.kd_temperature)["kd_loss"])
             bad = next((v for v in losses if not math.isfinite(v)), None)
             if all_any(bad is not None, world, device):  # last.pt still holds the previous round, untouched
