@@ -153,8 +153,11 @@ def test_bench_user_sets_win_over_the_recipe():
     from fastad.bench.runner import BenchSpec, _config
 
     config = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist.yaml"
-    spec = BenchSpec(config=str(config), sets=["sampler.solver=dpmpp-2m", "fast_ad.ddim_steps=6"])
+    spec = BenchSpec(config=str(config), sets=["sampler.spacing=trailing", "fast_ad.ddim_steps=7"])
     for method in ("none", "cadr"):
         cfg = _config(spec, ["run.seed=1"], method)
-        assert (cfg.sampler.solver, cfg.fast_ad.ddim_steps, cfg.run.seed) == ("dpmpp-2m", 6, 1)
-    assert _config(spec, [], "none").sampler.clip_x0 and not _config(spec, [], "cadr").sampler.clip_x0
+        assert (cfg.sampler.spacing, cfg.fast_ad.ddim_steps, cfg.run.seed) == ("trailing", 7, 1)
+    none, cadr = _config(spec, [], "none").sampler, _config(spec, [], "cadr").sampler  # the rest is the recipe's
+    assert (none.solver, none.clip_x0, cadr.solver, cadr.clip_x0) == ("dpmpp-2m", True, "ddim", False)
+    spec.sets = ["sampler.solver=dpmpp-2m"]
+    assert _config(spec, [], "cadr").sampler.solver == "dpmpp-2m"
