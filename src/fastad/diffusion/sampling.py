@@ -39,8 +39,8 @@ def sample_prior(
     solver: str = "ddim",
     progress: bool = False,
 ) -> Tensor:
-    """``n`` images from ``prior`` with DDIM; returns float32 ``[n, C, H, W]`` on CPU, prior space
-    (about [-1, 1], not clamped).
+    """``n`` images from ``prior`` with ``solver`` (``"ddim"`` or ``"dpmpp-2m"``, :class:`SamplerConfig`); returns
+    float32 ``[n, C, H, W]`` on CPU, prior space (about [-1, 1], not clamped).
 
     ``x_T`` is drawn with ``generator`` on its device (CPU for a CPU generator) and moved to the
     prior's device batch by batch. ``class_labels`` ``[n]`` is required for a class-conditional
