@@ -71,7 +71,7 @@ def distill_args(assets, out, *extra, rounds=3):
             "--set", "distillation.train_batch_size=8", "--set", "distillation.train_iterations=2",
             "--set", "distillation.buffer_size=16", "--set", "distillation.eval_every=2",
             "--set", "fast_ad.ddim_steps=2", "--set", "fast_ad.T=100", "--set", "logging.progress=false",
-            "--set", "logging.tensorboard=false", *extra]
+            "--set", "logging.tensorboard=false", "--set", "distillation.holdout_images=8", *extra]
 
 
 def run_cli(args, capsys):

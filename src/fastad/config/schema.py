@@ -131,6 +131,8 @@ class DiffusionConfig(Section):
     beta_start: float = option(1e-4, "first beta of the linear schedules", gt=0, lt=1)
     beta_end: float = option(0.02, "last beta of the linear schedules", gt=0, lt=1)
     steps: int = option(3000, "optimiser steps", ge=1)
+    init_from: str | None = option(None, "a prior folder whose UNet weights start the training and its EMA "
+                                  "(continue or fine-tune a prior; same architecture); default: random init")
     batch_size: int = option(128, "mini-batch size", ge=1)
     lr: float = option(2e-3, "AdamW learning rate", gt=0)
     weight_decay: float = option(0.0, "AdamW weight decay", ge=0)

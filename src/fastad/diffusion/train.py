@@ -30,7 +30,7 @@ from fastad import __version__
 from fastad.config import Config
 from fastad.data import DATASETS, DatasetInfo, augment, load_dataset, to_float
 from fastad.diffusion.ddim import ddim_timesteps
-from fastad.diffusion.prior import Prior, build_unet, save_prior
+from fastad.diffusion.prior import Prior, build_unet, load_prior, save_prior
 from fastad.diffusion.sampling import cyclic_labels, sample_prior
 from fastad.errors import UserError
 from fastad.utils.images import save_grid, to_uint8, view_scale
@@ -109,6 +109,17 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         e.copy_(b)
 
 
+def _init_from(unet: nn.Module, path: str) -> None:
+    """Start ``unet`` from the weights of the prior folder ``path`` (``diffusion.init_from``)."""
+    source = load_prior(path).unet
+    try:
+        unet.load_state_dict(source.state_dict())
+    except RuntimeError:
+        raise UserError(f"config key 'diffusion.init_from': the prior '{path}' has another architecture than "
+                        f"diffusion.block_out_channels/layers_per_block/attention/class_conditional describe; "
+                        "set those to the prior's") from None
+
+
 def _git_commit() -> Optional[str]:
     """The commit of the fastad source tree, if it is a git checkout (provenance only)."""
     try:
@@ -166,6 +177,8 @@ def train_diffusion(cfg: Config, out: Path, *, resume: bool = False, command: Op
     unet = build_unet(sample_size=info.image_size[0], in_channels=info.channels,
                       block_out_channels=tuple(d.block_out_channels), layers_per_block=d.layers_per_block,
                       attention=d.attention, num_class_embeds=info.num_classes if d.class_conditional else None).to(device)
+    if d.init_from and not resume:  # a resumed run's weights come from its last.pt
+        _init_from(unet, d.init_from)
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     abar = noise_schedule(cfg)
     opt = torch.optim.AdamW(unet.parameters(), lr=d.lr, weight_decay=d.weight_decay)
