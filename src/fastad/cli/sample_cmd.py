@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior", required=True, metavar="DIR", help="diffusers-format prior folder")
     p.add_argument("--teacher", metavar="FILE", help="classifier checkpoint whose predictions caption each cell")
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity ddim_eta (default 0: deterministic)")
     p.add_argument("--spacing", default="leading", choices=("leading", "trailing", "linspace"),
                    help="DDIM timestep spacing (default leading, as diffusers' DDIMScheduler)")
@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> None:
     if args.npz:
         Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.npz, **arrays)
-    line = (f"{args.n} images ({C}x{H}x{W}), {args.steps} DDIM steps ({'clipped' if clip else 'unclipped'} x0_hat)"
+    solver = "DPM-Solver++(2M)" if args.solver == "dpmpp-2m" else "DDIM"
+    line = (f"{args.n} images ({C}x{H}x{W}), {args.steps} {solver} steps ({'clipped' if clip else 'unclipped'} x0_hat)"
             f" in {seconds:.1f}s: {args.n / seconds:.2f} images/s on {device} -> {args.out}" + (f", {args.npz}" if args.npz else ""))
     if teacher is not None:
         counts = torch.bincount(pred, minlength=len(names)).tolist()

@@ -111,7 +111,10 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 def _init_from(unet: nn.Module, path: str) -> None:
     """Start ``unet`` from the weights of the prior folder ``path`` (``diffusion.init_from``)."""
-    source = load_prior(path).unet
+    try:
+        source = load_prior(path).unet
+    except UserError as e:
+        raise UserError(f"config key 'diffusion.init_from': {e}") from None
     try:
         unet.load_state_dict(source.state_dict())
     except RuntimeError:
