@@ -300,6 +300,18 @@ def test_prior_without_config_swaps_it_into_the_embedded_default(tmp_path, capsy
     assert rc != 0 and "--recipe cadr with --resume" in err and "Traceback" not in err
 
 
+def test_embedded_default_names_a_prior_given_by_set(capsys):
+    """A prior given as --set distillation.diffusion_checkpoint=... is the user's, and the first line says so."""
+    import argparse
+
+    from fastad.cli.common import use_embedded_default
+
+    args = argparse.Namespace(set=["distillation.diffusion_checkpoint=/some/prior"], config=None)
+    use_embedded_default(args, "distill", own={"teacher": None, "prior": None})
+    assert "with your prior and the shipped teacher" in capsys.readouterr().out
+    assert args.set[-1] == "distillation.diffusion_checkpoint=/some/prior"  # the user's --set still wins
+
+
 def test_deepinversion_synthesizer_end_to_end(assets, tmp_path, capsys):
     """``distillation.synthesizer=deepinversion`` needs no prior: pixels optimised from noise."""
     out = tmp_path / "di"

@@ -122,6 +122,21 @@ def test_resume_in_two_halves_is_bit_identical(tiny_fmnist, tmp_path, capsys):
     assert meta["steps"] == 4 and len(meta["commands"]) == 2 and "--resume" in meta["commands"][1]
 
 
+def test_init_from_starts_from_another_priors_weights(tiny_fmnist, tmp_path, capsys):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    no_tb = ["--set", "logging.tensorboard=false"]
+    assert run_cli(train_args(tiny_fmnist, a, 2, *no_tb), capsys)[0] == 0
+    # One step at a negligible lr: the saved EMA is the starting weights, from a's prior or from a random init.
+    tiny_lr = ["--set", "diffusion.lr=1e-12", "--set", "run.seed=1", *no_tb]
+    rc, _, err = run_cli(train_args(tiny_fmnist, b, 1, *tiny_lr, "--set", f"diffusion.init_from={a / 'prior'}"), capsys)
+    assert rc == 0, err
+    assert run_cli(train_args(tiny_fmnist, c, 1, *tiny_lr), capsys)[0] == 0
+    wa, wb, wc = (load_file(p / "prior" / "unet" / "diffusion_pytorch_model.safetensors") for p in (a, b, c))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    assert not all(torch.allclose(wa[k], wc[k], atol=1e-6) for k in wa)
+    assert load_prior(b / "prior").metadata["diffusion"]["init_from"] == str(a / "prior")
+
+
 def test_class_conditional_run_reads_labels(tiny_fmnist, tmp_path, capsys, recorder):
     out = tmp_path / "cond"
     args = train_args(tiny_fmnist, out, 2, "--class-conditional", "--set", "data.classes=[0,1,2,3,4]",
@@ -143,6 +158,7 @@ def test_class_conditional_run_reads_labels(tiny_fmnist, tmp_path, capsys, recor
     (["--set", "diffusion.sample_steps=2000"], "diffusion.sample_steps"),
     (["--set", "diffusion.block_out_channels=[8,16,16,16]"], "sample_size=28"),
     (["--set", "data.classes=[12]"], "classes"),
+    (["--set", "diffusion.init_from=no/such/prior"], "config key 'diffusion.init_from': prior path no/such/prior"),
 ])
 def test_bad_config_is_one_line_exit_2(args, needle, tiny_fmnist, tmp_path, capsys):
     rc, out, err = run_cli(["train-diffusion", "--dataset", "fashion_mnist", "--out", tmp_path / "x", "--set",

@@ -185,9 +185,11 @@ def use_embedded_default(args: argparse.Namespace, command: str, own: dict[str, 
                         "(it ships with a fastad checkout); pass --config")
     args.config = str(EMBEDDED_CONFIG)
     d = read_yaml(EMBEDDED_CONFIG)["distillation"]
-    shipped = [f"distillation.{k}={REPO / d[k]}" for k in ("teacher_checkpoint", "diffusion_checkpoint")]
+    keys = {"teacher": "teacher_checkpoint", "prior": "diffusion_checkpoint"}
+    shipped = [f"distillation.{k}={REPO / d[k]}" for k in keys.values()]
+    user_keys = {kv.split("=", 1)[0].strip() for kv in args.set}
     args.set = shipped + list(args.set)  # the user's --set still wins
-    given = [name for name, path in (own or {}).items() if path]
+    given = [name for name, key in keys.items() if (own or {}).get(name) or f"distillation.{key}" in user_keys]
     models = " and ".join([*(f"your {n}" for n in given), *(f"the shipped {n}" for n in ("teacher", "prior")
                                                               if n not in given)])
     print(f"fastad {command}: no --config, running the embedded default ({EMBEDDED_CONFIG.relative_to(REPO)} with "
