@@ -186,11 +186,9 @@ def use_embedded_default(args: argparse.Namespace, command: str, own: dict[str, 
     args.config = str(EMBEDDED_CONFIG)
     d = read_yaml(EMBEDDED_CONFIG)["distillation"]
     keys = {"teacher": "teacher_checkpoint", "prior": "diffusion_checkpoint"}
-    shipped = [f"distillation.{k}={REPO / d[k]}" for k in keys.values()]
     user_keys = {kv.split("=", 1)[0].strip() for kv in args.set}
-    args.set = shipped + list(args.set)  # the user's --set still wins
-    given = [name for name, key in keys.items() if (own or {}).get(name) or f"distillation.{key}" in user_keys]
-    models = " and ".join([*(f"your {n}" for n in given), *(f"the shipped {n}" for n in ("teacher", "prior")
-                                                              if n not in given)])
+    given = [n for n, k in keys.items() if (own or {}).get(n) or f"distillation.{k}" in user_keys]
+    args.set = [f"distillation.{k}={REPO / d[k]}" for k in keys.values()] + list(args.set)  # the user's --set wins
+    models = " and ".join([*(f"your {n}" for n in given), *(f"the shipped {n}" for n in keys if n not in given)])
     print(f"fastad {command}: no --config, running the embedded default ({EMBEDDED_CONFIG.relative_to(REPO)} with "
           f"{models})", flush=True)

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from fastad.diffusion import load_prior
+    from fastad.diffusion.ddim import SOLVER_NAMES
     from fastad.diffusion.sampling import cyclic_labels, sample_prior
     from fastad.train.evaluate import classify
     from fastad.errors import UserError
@@ -126,8 +127,7 @@ def run(args: argparse.Namespace) -> None:
     if args.npz:
         Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.npz, **arrays)
-    solver = "DPM-Solver++(2M)" if args.solver == "dpmpp-2m" else "DDIM"
-    line = (f"{args.n} images ({C}x{H}x{W}), {args.steps} {solver} steps ({'clipped' if clip else 'unclipped'} x0_hat)"
+    line = (f"{args.n} images ({C}x{H}x{W}), {args.steps} {SOLVER_NAMES[args.solver]} steps ({'clipped' if clip else 'unclipped'} x0_hat)"
             f" in {seconds:.1f}s: {args.n / seconds:.2f} images/s on {device} -> {args.out}" + (f", {args.npz}" if args.npz else ""))
     if teacher is not None:
         counts = torch.bincount(pred, minlength=len(names)).tolist()

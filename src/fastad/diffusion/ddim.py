@@ -31,11 +31,13 @@ from torch import Tensor
 from fastad.errors import UserError
 from fastad.options import Section, option
 
-__all__ = ["SPACINGS", "FINAL_ABARS", "EpsFn", "SamplerConfig", "ddim_timesteps", "ddim_schedule", "ddim_preview",
+__all__ = ["SPACINGS", "FINAL_ABARS", "SOLVER_NAMES", "EpsFn", "SamplerConfig", "ddim_timesteps", "ddim_schedule", "ddim_preview",
            "ddim_move", "ddim_step", "ddim_noise", "ddim_sample", "dpmpp_2m_sample", "to_device"]
 
 SPACINGS = ("leading", "trailing", "linspace")
 FINAL_ABARS = ("one", "first")
+#: How each ``sampler.solver`` is named in progress bars and reports.
+SOLVER_NAMES = {"ddim": "DDIM", "dpmpp-2m": "DPM-Solver++(2M)"}
 
 #: ``eps_fn(x_t [B, C, H, W], t [B] long) -> eps [B, C, H, W]``
 EpsFn = Callable[[Tensor, Tensor], Tensor]
@@ -56,7 +58,7 @@ class SamplerConfig(Section):
     steps_offset: int = option(0, "added to every 'leading' timestep (diffusers' steps_offset)", ge=0)
     solver: str = option("ddim", "'ddim' (the paper's), or 'dpmpp-2m': DPM-Solver++(2M) (Lu et al. 2022), second "
                          "order at the same cost per step (deterministic; not with the x0 guidance rule); the "
-                         "embedded default's", choices=("ddim", "dpmpp-2m"))
+                         "embedded default's", choices=tuple(SOLVER_NAMES))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -292,7 +294,7 @@ def ddim_sample(
     if progress:
         from tqdm.auto import tqdm
 
-        schedule = tqdm(schedule, desc="DDIM")
+        schedule = tqdm(schedule, desc=SOLVER_NAMES["ddim"])
     for i, (t, abar_t, abar_prev) in enumerate(schedule):
         eps = eps_fn(x.to(x_T.dtype), torch.full((B,), t, dtype=torch.long, device=device))
         x_prev, x0_hat = ddim_step(x, eps, abar_t, abar_prev, ddim_eta=ddim_eta,
@@ -347,7 +349,7 @@ def dpmpp_2m_sample(
     if progress:
         from tqdm.auto import tqdm
 
-        schedule = tqdm(schedule, desc="DPM-Solver++(2M)")
+        schedule = tqdm(schedule, desc=SOLVER_NAMES["dpmpp-2m"])
     for i, (t, abar_t, abar_prev) in enumerate(schedule):
         eps = eps_fn(x.to(x_T.dtype), torch.full((B,), t, dtype=torch.long, device=device))
         x0 = ddim_preview(x, eps, abar_t)
