@@ -157,6 +157,7 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
     """
     from fastad.baselines import train_student_on_real
     from fastad.data import load_dataset
+    from fastad.distill import kd_teacher
     from fastad.models import CLASSIFIER_LAYOUT, create_model, save_classifier
     from fastad.utils.io import atomic_json
     from fastad.utils.runtime import seed_everything
@@ -175,8 +176,9 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
                          range_key="config key 'data.train_range'")
     student = create_model(d.student_arch, num_classes=spec.num_classes, in_channels=spec.channels)
     student.to(device, memory_format=CLASSIFIER_LAYOUT)  # as distill lays out its student
-    res = train_student_on_real(teacher, student, train, test, mean=spec.mean, std=spec.std, steps=steps,
-                                batch_size=min(d.train_batch_size, len(train)), lr=d.lr, momentum=d.momentum,
+    # The same KD teacher as the data-free runs (distillation.compile_kd_teacher), so equal time stays equal.
+    res = train_student_on_real(kd_teacher(cfg, teacher), student, train, test, mean=spec.mean, std=spec.std,
+                                steps=steps, batch_size=min(d.train_batch_size, len(train)), lr=d.lr, momentum=d.momentum,
                                 weight_decay=d.weight_decay, kd_temperature=d.kd_temperature,
                                 schedule=d.schedule, milestones=[m * d.train_iterations for m in d.milestones],
                                 lr_decay=d.lr_decay, device=device,

@@ -29,8 +29,9 @@ from fastad.diffusion.prior import Prior
 from fastad.distill.synthesis import Synthesizer, conditioning_provider
 from fastad.errors import UserError
 from fastad.models import CLASSIFIER_LAYOUT, create_model, load_classifier, load_weights, read_classifier_meta
+from fastad.train.kd import CompiledTeacher
 
-__all__ = ["Built", "TeacherSpec", "build", "describe", "load_teacher", "resolve_spec"]
+__all__ = ["Built", "TeacherSpec", "build", "describe", "kd_teacher", "load_teacher", "resolve_spec"]
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Built:
     view: Callable[[Tensor], Tensor]
     teacher_name: str
     student_name: str
+    kd_teacher: nn.Module  # the teacher as the KD steps run it (distillation.compile_kd_teacher)
 
 
 def load_teacher(cfg: Config, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
@@ -189,6 +191,11 @@ class AutocastTeacher(nn.Module):
             return self.teacher(x).float()
 
 
+def kd_teacher(cfg: Config, teacher: nn.Module) -> nn.Module:
+    """The teacher as KD steps run it: compiled with frozen weights under ``distillation.compile_kd_teacher``."""
+    return CompiledTeacher(teacher) if cfg.distillation.compile_kd_teacher else teacher
+
+
 def _accelerate(cfg: Config, teacher: nn.Module, prior: Prior | None,
                 device: torch.device) -> tuple[nn.Module, Prior | None]:
     """``distillation.autocast`` and ``distillation.compile`` applied (after the teacher's description is read,
@@ -278,7 +285,8 @@ def build(cfg: Config, eval_info: DatasetInfo | None, *, device: torch.device, g
                             provider=conditioning_provider(d.conditioning, prior), device=device,
                             student=student if f.beta_adv > 0 else None, num_classes=spec.num_classes,
                             classify=lambda x: teacher(view(x)))
-    return Built(teacher, spec, prior, student, synth, view, teacher_name, student_name)
+    return Built(teacher, spec, prior, student, synth, view, teacher_name, student_name,
+                 kd_teacher(cfg, teacher))
 
 
 def describe(parts: Built, cfg: Config) -> str:

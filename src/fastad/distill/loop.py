@@ -115,6 +115,7 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
     gen, d, device = generator, cfg.distillation, next(parts.student.parameters()).device
     t_start = time.time()
     teacher, student, synth, spec, view = parts.teacher, parts.student, parts.synthesizer, parts.spec, parts.view
+    kd_teacher = parts.kd_teacher  # the teacher as the KD steps run it (compiled or not)
     opt = torch.optim.SGD(student.parameters(), lr=d.lr, momentum=d.momentum, weight_decay=d.weight_decay)
     model: nn.Module = student  # what the KD step trains: the bare student, or its DDP wrapper
     if world.size > 1:
@@ -207,7 +208,7 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             losses = []
             for _ in range(d.train_iterations):
                 x, _y = buffer.sample(batch, generator=gen)
-                losses.append(kd_step(model, teacher, train_view(x.to(device)), opt, tau=d.kd_temperature)["kd_loss"])
+                losses.append(kd_step(model, kd_teacher, train_view(x.to(device)), opt, tau=d.kd_temperature)["kd_loss"])
             bad = next((v for v in losses if not math.isfinite(v)), None)
             if all_any(bad is not None, world, device):  # last.pt still holds the previous round, untouched
                 raise RunStopped(f"the student's KD loss became {bad if bad is not None else 'non-finite'} in round "
