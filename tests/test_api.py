@@ -22,7 +22,8 @@ from conftest import FMNIST_DIR, REPO
 
 TINY = ["distillation.epochs=2", "distillation.synthesis_batch_size=8", "distillation.train_batch_size=8",
         "distillation.train_iterations=2", "distillation.eval_every=1", "distillation.holdout_images=12",
-        "fast_ad.ddim_steps=2", "fast_ad.T=100", "logging.tensorboard=false", "logging.progress=false"]
+        "fast_ad.ddim_steps=2", "fast_ad.T=100", "logging.tensorboard=false", "logging.progress=false",
+        "distillation.compile_kd_teacher=false"]
 
 
 class Teacher(nn.Module):

@@ -71,7 +71,8 @@ def distill_args(assets, out, *extra, rounds=3):
             "--set", "distillation.train_batch_size=8", "--set", "distillation.train_iterations=2",
             "--set", "distillation.buffer_size=16", "--set", "distillation.eval_every=2",
             "--set", "fast_ad.ddim_steps=2", "--set", "fast_ad.T=100", "--set", "logging.progress=false",
-            "--set", "logging.tensorboard=false", "--set", "distillation.holdout_images=8", *extra]
+            "--set", "logging.tensorboard=false", "--set", "distillation.holdout_images=8",
+            "--set", "distillation.compile_kd_teacher=false", *extra]
 
 
 def run_cli(args, capsys):
@@ -443,6 +444,52 @@ def test_build_compiles_a_copy_of_the_prior_and_lays_out_classifiers_channels_la
     calls.clear()
     build(_build_config(assets), None, device=torch.device("cpu"), generator=torch.Generator())
     assert calls == []  # off by default
+
+
+def test_compiled_kd_teacher_matches_the_eager_one_and_is_only_built_when_asked(assets):
+    """``distillation.compile_kd_teacher``: the KD steps run the teacher compiled with frozen weights (a real
+    inductor compile here), giving the eager teacher's logits; the guidance's teacher stays the eager one."""
+    from fastad.distill import build
+    from fastad.train.kd import CompiledTeacher
+
+    built = build(_build_config(assets, "distillation.compile_kd_teacher=true"), None, device=torch.device("cpu"),
+                  generator=torch.Generator())
+    assert isinstance(built.kd_teacher, CompiledTeacher) and built.kd_teacher.teacher is built.teacher
+    assert not built.kd_teacher.training  # frozen, as the teacher it wraps
+    assert built.synthesizer.teacher is built.teacher
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        eager, compiled = built.teacher(x), built.kd_teacher(x)
+    assert built.kd_teacher._compiled is not None, "the compile fell back to eager on this machine"
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(compiled, torch.zeros_like(compiled))
+    plain = build(_build_config(assets), None, device=torch.device("cpu"), generator=torch.Generator())
+    assert plain.kd_teacher is plain.teacher  # off by default
+
+
+def test_compiled_kd_teacher_falls_back_to_eager_once_with_a_warning(monkeypatch, capsys):
+    """A compile that fails on its first call (no C++ compiler, say) leaves the eager teacher, said once; a
+    forward under autograd never goes through the compiled one."""
+    from fastad.train.kd import CompiledTeacher
+
+    calls = []
+
+    def broken(x):
+        calls.append(len(x))
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: broken)
+    teacher = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.LazyLinear(3)).eval()
+    x = torch.randn(2, 1, 6, 6)
+    want = teacher(x).detach()
+    wrapped = CompiledTeacher(teacher)
+    assert torch.equal(wrapped(x).detach(), want) and calls == []  # grad enabled: eager
+    with torch.no_grad():
+        first, second = wrapped(x), wrapped(x)
+    assert torch.equal(first, want) and torch.equal(second, want) and calls == [2]
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1 and "InvalidCxxCompiler: No working C++ compiler found" in err
+    assert "more detail" not in err and len(err.strip().splitlines()) == 1
 
 
 # --- the synthesizer -------------------------------------------------------------------------------------------

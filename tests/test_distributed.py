@@ -37,7 +37,8 @@ def command(assets, out: Path, rounds: int, nproc: int, *extra: str) -> list[str
             "distillation.train_batch_size=8", "distillation.train_iterations=3", "distillation.buffer_size=32",
             "distillation.eval_every=2", "distillation.holdout_images=8", "distillation.schedule=step",
             "distillation.milestones=[1000]", "distillation.max_seconds=0", "fast_ad.ddim_steps=2", "fast_ad.T=100",
-            "fast_ad.guidance=none", "logging.progress=false", "logging.tensorboard=false", "run.threads=1"]
+            "fast_ad.guidance=none", "logging.progress=false", "logging.tensorboard=false", "run.threads=1",
+            "distillation.compile_kd_teacher=false"]
     args = ["distill", "--config", str(REPO / "configs" / "fashion_mnist.yaml"), "--teacher", str(assets["teacher"]),
             "--prior", str(assets["prior"]), "--out", str(out), "--epochs", str(rounds),
             "--set", "data.dataset=null", *[a for s in sets for a in ("--set", s)], *extra]

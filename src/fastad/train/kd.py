@@ -51,6 +51,7 @@ class CompiledTeacher(nn.Module):
         # Not a submodule: the compiled wrapper shares the teacher's parameters and is never saved.
         self.__dict__["_compiled"] = torch.compile(teacher, options={"freezing": True}, dynamic=False)
         self._proven = False  # the compiled forward has run once; later errors are real errors
+        self.train(teacher.training)
 
     def forward(self, x: Tensor) -> Tensor:
         if self._compiled is None or torch.is_grad_enabled():
