@@ -5,7 +5,10 @@ channels_last, ``torch.compile`` and ``torch.compile`` with frozen weights. Teac
 ``resnet20``, 180 images: 45 guided targets x 4 smoothing copies, as ``x0-routed-smooth`` runs it):
 forward and input-gradient backward with and without the ``L_BN`` statistics, contiguous against
 channels_last, and ``L_BN``'s backward by autograd against its closed form. Student (``resnet8``):
-one KD training step, contiguous against channels_last. docs/results.md ("Scale and speed on the CPU") quotes these figures.
+one KD training step, contiguous against channels_last. The main job's KD step (the teacher's forward, then
+the student's step, batch 128) with the eager teacher against the compiled one (``distillation.compile_kd_teacher``),
+timed in blocks of consecutive steps as the loop runs them. docs/results.md ("Scale and speed on the CPU") quotes
+these figures.
 
     python benchmarks/levers.py --threads 2
 """
@@ -32,15 +35,17 @@ HERE = Path(__file__).resolve().parent.parent
 CL = torch.channels_last
 
 
-def interleaved(cases: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each case, run round-robin ``repeats`` times after one warm-up round."""
+def interleaved(cases: dict, repeats: int, block: int = 1) -> dict[str, float]:
+    """Median seconds per call of each case, run round-robin ``repeats`` times after one warm-up round; each turn
+    times ``block`` consecutive calls (a loop's caches stay warm within a block)."""
     times: dict[str, list[float]] = {name: [] for name in cases}
     for r in range(repeats + 1):
         for name, fn in cases.items():
             t0 = time.perf_counter()
-            fn()
+            for _ in range(block):
+                fn()
             if r:
-                times[name].append(time.perf_counter() - t0)
+                times[name].append((time.perf_counter() - t0) / block)
     return {name: statistics.median(v) for name, v in times.items()}
 
 
@@ -125,18 +130,40 @@ def student_cases() -> dict:
     return {"student KD step, contiguous": step(student), "student KD step, channels_last": step(cl)}
 
 
+def kd_step_cases() -> dict:
+    from fastad.train.kd import CompiledTeacher, kd_step
+
+    cfg = load_config(str(HERE / "configs/fashion_mnist.yaml"), [
+        f"distillation.teacher_checkpoint={HERE / 'models/fmnist_teacher_resnet20/teacher.safetensors'}"])
+    teacher, _ = load_teacher(cfg, torch.device("cpu"))
+    compiled = CompiledTeacher(teacher)
+    x = torch.randn(128, 1, 28, 28)
+    with torch.no_grad():
+        compiled(x)  # compiles (about 10 s)
+
+    def step(kd_teacher):
+        student = create_model("resnet8", num_classes=10, in_channels=1).to(memory_format=CL)
+        opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
+        return lambda: kd_step(student, kd_teacher, x, opt, tau=4.0)
+
+    return {"KD step, eager teacher": step(teacher), "KD step, compiled teacher": step(compiled)}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--prior", default=str(HERE / "models/fmnist_prior_50k60k"))
+    p.add_argument("--prior", default=str(HERE / "models/fmnist_prior_50k60k_6k"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (a minute each)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {args.threads} threads, torch {torch.__version__}")
-    for title, cases in (("prior forward, batch 64", prior_cases(args.prior, not args.no_compile)),
-                         ("teacher, 180 images", teacher_cases()), ("student, batch 128", student_cases())):
-        res = interleaved(cases, args.repeats)
+    tables = [("prior forward, batch 64", prior_cases(args.prior, not args.no_compile), 1),
+              ("teacher, 180 images", teacher_cases(), 1), ("student, batch 128", student_cases(), 1)]
+    if not args.no_compile:
+        tables.append(("the main job's KD step, batch 128, blocks of 10 steps", kd_step_cases(), 10))
+    for title, cases, block in tables:
+        res = interleaved(cases, args.repeats, block)
         base = next(iter(res.values()))
         print(f"\n| {title} | ms (median of {args.repeats}) | speed-up |\n|---|---:|---:|")
         for name, sec in res.items():

@@ -6,7 +6,7 @@ counted once with ``torch.utils.flop_counter.FlopCounterMode``, times the steps)
 and that as a fraction of this machine's float32 matmul rate, measured in the same run. Prints a
 Markdown table.
 
-    python benchmarks/sampling_speed.py --prior models/fmnist_prior_50k60k --threads 2
+    python benchmarks/sampling_speed.py --prior models/fmnist_prior_50k60k_6k --threads 2
 
 FlopCounterMode counts matmuls and convolutions (2 FLOPs per multiply-add); normalisation,
 activations and the DDIM arithmetic are not counted, so the efficiency figure is a lower bound.
@@ -76,7 +76,7 @@ def cpu_name() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--prior", default="models/fmnist_prior_50k60k", help="diffusers-format prior folder")
+    p.add_argument("--prior", default="models/fmnist_prior_50k60k_6k", help="diffusers-format prior folder")
     p.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50], help="DDIM step counts")
     p.add_argument("--batch", type=int, default=64, help="images per sampling run")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")

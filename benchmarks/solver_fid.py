@@ -18,7 +18,7 @@ from fastad.metrics.fid import compute_features, frechet_distance
 from fastad.models import load_classifier
 from fastad.utils.threads import set_threads
 
-REPO_PRIOR, REPO_TEACHER = "models/fmnist_prior_50k60k", "models/fmnist_teacher_resnet20/teacher.safetensors"
+REPO_PRIOR, REPO_TEACHER = "models/fmnist_prior_50k60k_6k", "models/fmnist_teacher_resnet20/teacher.safetensors"
 
 
 def main() -> None:

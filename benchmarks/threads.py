@@ -58,7 +58,7 @@ def _time(policy: str, threads: int, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prior", default=str(REPO / "models" / "fmnist_prior_50k60k"))
+    ap.add_argument("--prior", default=str(REPO / "models" / "fmnist_prior_50k60k_6k"))
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
