@@ -421,7 +421,8 @@ def test_build_hands_the_student_to_the_adversarial_term(assets):
 
 def test_build_compiles_a_copy_of_the_prior_and_lays_out_classifiers_channels_last(assets, monkeypatch):
     """``distillation.compile`` hands the prior's UNet to torch.compile with frozen weights, in a copy of the
-    caller's Prior; teacher and student convolutions are channels_last (measured faster on CPU)."""
+    caller's Prior, and the guidance's teacher with dynamic shapes (the labelling and KD teacher stays eager);
+    teacher and student convolutions are channels_last (measured faster on CPU)."""
     from fastad.distill import build
 
     calls = []
@@ -435,9 +436,10 @@ def test_build_compiles_a_copy_of_the_prior_and_lays_out_classifiers_channels_la
     unet = prior.unet
     built = build(_build_config(assets, "distillation.compile=true"), None, device=torch.device("cpu"),
                   generator=torch.Generator(), prior=prior)
-    assert calls == [{"options": {"freezing": True}}]
+    assert calls == [{"options": {"freezing": True}}, {"dynamic": True}]  # the prior, then the guidance's teacher
     assert isinstance(built.prior.unet, nn.Identity) and prior.unet is unet  # the caller's prior is untouched
     assert built.synthesizer.prior is built.prior
+    assert isinstance(built.synthesizer.teacher, nn.Identity) and not isinstance(built.teacher, nn.Identity)
     for model in (built.teacher, built.student):
         convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
         assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
