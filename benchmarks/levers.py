@@ -81,7 +81,7 @@ def _infer(m, x, t):
         m(x, t)
 
 
-def teacher_cases() -> dict:
+def teacher_cases(compile_: bool) -> dict:
     import fastad.guidance.bn_stats as bn_stats
 
     cfg = load_config(str(HERE / "configs/fashion_mnist.yaml"), [
@@ -109,11 +109,17 @@ def teacher_cases() -> dict:
             bn_stats.bn_stat_term = closed_form
         return run
 
-    return {"teacher fwd+bwd, L_BN by autograd, contiguous": step(contiguous, autograd_bn_term),
-            "teacher fwd+bwd, L_BN by autograd, channels_last": step(teacher, autograd_bn_term),
-            "teacher fwd+bwd, L_BN closed form, channels_last": step(teacher, closed_form),
-            "teacher fwd+bwd, no L_BN, contiguous": step(contiguous, None),
-            "teacher fwd+bwd, no L_BN, channels_last": step(teacher, None)}
+    cases = {"teacher fwd+bwd, L_BN by autograd, contiguous": step(contiguous, autograd_bn_term),
+             "teacher fwd+bwd, L_BN by autograd, channels_last": step(teacher, autograd_bn_term),
+             "teacher fwd+bwd, L_BN closed form, channels_last": step(teacher, closed_form),
+             "teacher fwd+bwd, no L_BN, contiguous": step(contiguous, None),
+             "teacher fwd+bwd, no L_BN, channels_last": step(teacher, None)}
+    if compile_:  # as distillation.compile builds the guidance's teacher (first calls compile: about a minute)
+        compiled = torch.compile(teacher, dynamic=True)
+        for name, term in (("L_BN closed form", closed_form), ("no L_BN", None)):
+            cases[f"teacher fwd+bwd, {name}, channels_last, compiled"] = step(compiled, term)
+            cases[f"teacher fwd+bwd, {name}, channels_last, compiled"]()
+    return cases
 
 
 def student_cases() -> dict:
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {args.threads} threads, torch {torch.__version__}")
     tables = [("prior forward, batch 64", prior_cases(args.prior, not args.no_compile), 1),
-              ("teacher, 180 images", teacher_cases(), 1), ("student, batch 128", student_cases(), 1)]
+              ("teacher, 180 images", teacher_cases(not args.no_compile), 1), ("student, batch 128", student_cases(), 1)]
     if not args.no_compile:
         tables.append(("the main job's KD step, batch 128, blocks of 10 steps", kd_step_cases(), 10))
     for title, cases, block in tables:

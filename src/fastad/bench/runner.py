@@ -178,8 +178,8 @@ def _real_kd_run(cfg: Config, out: Path, *, steps: int, max_seconds: float | Non
     student.to(device, memory_format=CLASSIFIER_LAYOUT)  # as distill lays out its student
     # The same KD teacher as the data-free runs (distillation.compile_kd_teacher), so equal time stays equal.
     res = train_student_on_real(kd_teacher(cfg, teacher), student, train, test, mean=spec.mean, std=spec.std,
-                                steps=steps, batch_size=min(d.train_batch_size, len(train)), lr=d.lr, momentum=d.momentum,
-                                weight_decay=d.weight_decay, kd_temperature=d.kd_temperature,
+                                steps=steps, batch_size=min(d.train_batch_size, len(train)), lr=d.lr,
+                                momentum=d.momentum, weight_decay=d.weight_decay, kd_temperature=d.kd_temperature,
                                 schedule=d.schedule, milestones=[m * d.train_iterations for m in d.milestones],
                                 lr_decay=d.lr_decay, device=device,
                                 generator=gen, max_seconds=max_seconds, eval_batch_size=data.eval_batch_size)

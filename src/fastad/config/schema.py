@@ -116,13 +116,13 @@ class DistillationConfig(Section):
                            "(scripts/gpu_check.sh measures it)", choices=("float32", "bf16"))
     compile: bool = option(False, "torch.compile the prior's UNet (weights frozen) and the guidance's teacher "
                            "(forward and input gradient, dynamic batch). After 30-60 s of compiling the prior and, "
-                           "for guided recipes, 45-70 s the teacher: CPU 1.24x per prior forward and 1.6-1.9x per "
-                           "teacher pass; H200 with bf16, unguided synthesis 2.4x. Pays only in long runs; off by "
-                           "default")
+                           "for guided recipes, 35-70 s the teacher: CPU synthesis 1.4x (cadr) and 1.16x "
+                           "(x0-routed-smooth); H200 with bf16, unguided synthesis 2.4x. Pays only in long runs; "
+                           "off by default")
     compile_kd_teacher: bool = option(False, "torch.compile the teacher's forward in the KD steps, weights frozen "
                                       "(BatchNorm folded into the convolutions; the guidance's teacher stays "
-                                      "eager). CPU, the shipped resnet20 at batch 128: 1.6-1.8x per forward after "
-                                      "about 10 s of compiling; runs eagerly where compiling fails")
+                                      "eager). CPU, the shipped resnet20 at batch 128: the KD step 1.07-1.15x faster "
+                                      "after about 10 s of compiling; runs eagerly where compiling fails")
 
 
 @dataclass

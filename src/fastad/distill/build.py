@@ -215,8 +215,8 @@ def _accelerate(cfg: Config, teacher: nn.Module, prior: Prior | None,
         prior = dataclasses.replace(prior, unet=torch.compile(prior.unet, options={"freezing": True}))
         # The guidance's forward and input gradient through the teacher, L_BN's hooks included (traced with it);
         # dynamic shapes, as routing guides a different number of images each round. Compiled lazily: an
-        # unguided run never compiles it. CPU, resnet20, 64-180 images: 1.6x (no L_BN) and 1.9x (with it)
-        # after 45-70 s of compiling (docs/results.md, "Scale and speed on the CPU").
+        # unguided run never compiles it. CPU, resnet20, 180 images: 1.1x (no L_BN) and 1.7x (with it)
+        # after 35-70 s of compiling (docs/results.md, "Scale and speed on the CPU").
         return teacher, torch.compile(teacher, dynamic=True), prior
     return teacher, teacher, prior
 

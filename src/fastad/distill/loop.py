@@ -208,7 +208,8 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             losses = []
             for _ in range(d.train_iterations):
                 x, _y = buffer.sample(batch, generator=gen)
-                losses.append(kd_step(model, kd_teacher, train_view(x.to(device)), opt, tau=d.kd_temperature)["kd_loss"])
+                step = kd_step(model, kd_teacher, train_view(x.to(device)), opt, tau=d.kd_temperature)
+                losses.append(step["kd_loss"])
             bad = next((v for v in losses if not math.isfinite(v)), None)
             if all_any(bad is not None, world, device):  # last.pt still holds the previous round, untouched
                 raise RunStopped(f"the student's KD loss became {bad if bad is not None else 'non-finite'} in round "
