@@ -275,6 +275,35 @@ def test_loss_reductions(teacher: nn.Module) -> None:
     torch.testing.assert_close(grads[B][:4], grads[4], rtol=1e-4, atol=1e-6)
 
 
+def test_compiled_teacher_gives_the_eager_guidance() -> None:
+    """``distillation.compile`` hands guidance ``torch.compile(teacher, dynamic=True)``: L_BN's hooks are traced
+    with it, so successive guidance losses (new hooks each, another batch size) give the eager loss, L_BN and
+    gradient, and leave no hook behind. A small teacher with two BatchNorm layers keeps the compile short."""
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2),
+                            nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    for bn in (teacher[1], teacher[4]):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    _freeze(teacher)
+    compiled = torch.compile(teacher, dynamic=True)
+    x_t, y, eps_fn = _inputs()
+    x0 = _preview(x_t, eps_fn(x_t, _t(400)), 400)
+    cfg, guidance = FastADConfig(), GuidanceConfig(bn_weight=0.5)
+    for n in (B, 5):
+        out = {}
+        for name, model in (("eager", teacher), ("compiled", compiled)):
+            with GuidanceLoss(model, y[:n], cfg, guidance, view=VIEW) as loss:
+                x = x0[:n].clone().requires_grad_(True)
+                total, parts = loss(x)
+                (grad,) = torch.autograd.grad(total, x)
+                out[name] = (total.detach(), parts["l_bn"].detach(), grad)
+        assert out["compiled"][1] > 0 and out["compiled"][2].abs().max() > 0
+        for want, got in zip(out["eager"], out["compiled"]):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert set(_bn_hooks(teacher)) == {0}
+
+
 def test_hooks_registered_once_and_record_only_during_guidance(teacher: nn.Module) -> None:
     x_t, y, eps_fn = _inputs()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
