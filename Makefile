@@ -78,7 +78,7 @@ models-prior-classes-even: install
 	cp -r runs/prior-fmnist-50k60k-even/prior models/fmnist_prior_50k60k_classes0-2-4-6-8
 
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
