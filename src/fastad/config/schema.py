@@ -26,7 +26,8 @@ class RunConfig(Section):
     seed: int = option(0, "random seed for torch, numpy and python; every run is reproducible from it", ge=0)
     device: str = option("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'")
     out: str | None = option(None, "output folder of the run; default runs/<command>-<timestamp>")
-    threads: int = option(0, "CPU threads for torch; 0 = torch's default (all cores)", ge=0)
+    threads: int = option(0, "CPU threads for torch; 0 = auto: the cores idle at the start (the least busy of "
+                          "three 0.2 s windows of /proc/stat; fastad.utils.threads)", ge=0)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Torch's default is one thread per core, whatever else runs. On a busy machine that oversubscribes
 the cores: with one other busy process on 2 cores, DDIM with 2 threads ran 4.4x slower than with
-1 (docs/results.md, "Threads"). :func:`available_cores` measures the idle cores over a short window
+1 (docs/results.md, "Threads"). :func:`available_cores` measures the idle cores over short windows
 (``/proc/stat``) at the start of a run; ``run.threads: 0`` (auto) uses that many. OpenMP's passive
 wait policy (set by :mod:`fastad.cli` before torch loads) makes idle threads sleep instead of spin.
 """
@@ -28,18 +28,23 @@ def _cpu_times() -> tuple[int, int] | None:
     return sum(fields) - idle, sum(fields)
 
 
-def available_cores(window: float = 0.3) -> int:
-    """Cores this process may use (its CPU affinity) minus those other processes kept busy over ``window``
-    seconds; at least 1. Without /proc/stat, the affinity alone."""
+def available_cores(window: float = 0.2, samples: int = 3) -> int:
+    """Cores this process may use (its CPU affinity) minus those other processes kept busy, in the least busy
+    of ``samples`` consecutive windows of ``window`` seconds; at least 1. A process that is ending when a run
+    starts (busy in the first window only) does not cost the run a thread for its whole length; one that
+    stays busy counts in every window. Without /proc/stat, the affinity alone."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     before = _cpu_times()
     if before is None:
         return cores
-    time.sleep(window)
-    after = _cpu_times()
-    if after is None or after[1] <= before[1]:
-        return cores
-    busy = (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or cores)
+    busy = float("inf")
+    for _ in range(samples):
+        time.sleep(window)
+        after = _cpu_times()
+        if after is None or after[1] <= before[1]:
+            return cores
+        busy = min(busy, (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or cores))
+        before = after
     return max(1, min(cores, round(cores - busy)))
 
 
