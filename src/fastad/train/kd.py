@@ -36,13 +36,13 @@ def kd_step(student: nn.Module, teacher: nn.Module, x: Tensor, optimizer: torch.
 
 
 class CompiledTeacher(nn.Module):
-    """A frozen teacher whose no-grad forward is ``torch.compile`` d with its weights frozen, for KD steps.
+    """A frozen teacher whose no-grad forward runs through ``torch.compile`` with its weights frozen (KD steps).
 
     Frozen weights let inductor fold BatchNorm into the convolutions, prepack them and fuse the ReLUs and
     residual adds: the Fashion-MNIST resnet20 at batch 128 ran 1.5x faster per forward, and the main job's KD
     step 1.07-1.15x, on 2 CPU threads after about 10 s of compiling (docs/results.md). One compile per input
-    shape (``dynamic=False``): the KD step's batch never changes. Under autograd, or if compiling fails (no C++ compiler, an op inductor cannot
-    take), it runs the eager teacher; a failure says so once on stderr.
+    shape (``dynamic=False``): the KD step's batch never changes. Under autograd, or if compiling fails (no
+    C++ compiler, an op inductor cannot take), it runs the eager teacher; a failure says so once on stderr.
     """
 
     def __init__(self, teacher: nn.Module) -> None:
