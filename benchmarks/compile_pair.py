@@ -19,28 +19,9 @@ from pathlib import Path
 
 import torch
 
-from fastad.config import load_config
-from fastad.config.recipes import recipe_sets
-from fastad.distill import build
-from fastad.guidance.routing import balanced_labels
+from synthesis_speed import synthesis_call  # this folder's synthesis benchmark: one round as it builds it
 
 HERE = Path(__file__).resolve().parent.parent
-
-
-def synthesis_call(recipe: str, compile_: bool, args):
-    """One round's synthesis for ``recipe``, as a no-argument function."""
-    sets = [f"distillation.diffusion_checkpoint={args.prior}", f"distillation.synthesis_batch_size={args.batch}",
-            "logging.progress=false", *recipe_sets(recipe), f"fast_ad.ddim_steps={args.steps}",
-            f"distillation.compile={str(compile_).lower()}"]
-    cfg = load_config(args.config, sets)
-    gen = torch.Generator().manual_seed(0)
-    parts = build(cfg, None, device=torch.device("cpu"), generator=gen)
-    parts.student.eval()
-    synth, k = parts.synthesizer, parts.spec.num_classes
-
-    def call():
-        synth(synth.plan_targets(balanced_labels(args.batch, k, generator=gen), generator=gen), generator=gen)
-    return call
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,13 +35,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed calls of each (they compile and fill routing)")
     p.add_argument("--repeats", type=int, default=4, help="timed calls of each, in turns")
     args = p.parse_args(argv)
+    args.set = [f"fast_ad.ddim_steps={args.steps}"]
     torch.set_num_threads(args.threads)
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {args.threads} threads, torch {torch.__version__}, "
           f"batch {args.batch}, {args.steps} steps, median of {args.repeats} calls in turns after {args.warmup}\n")
     print("| recipe | eager s per call | compiled s per call | speed-up | warm-up s, eager / compiled |")
     print("|---|---:|---:|---:|---:|")
     for recipe in args.recipes:
-        calls = {"eager": synthesis_call(recipe, False, args), "compiled": synthesis_call(recipe, True, args)}
+        calls = {name: synthesis_call(recipe, args, [f"distillation.compile={flag}"])[2]
+                 for name, flag in (("eager", "false"), ("compiled", "true"))}
         warm = {}
         for name, call in calls.items():
             t0 = time.perf_counter()

@@ -79,19 +79,25 @@ class Breakdown(contextlib.AbstractContextManager):
             h.remove()
 
 
-def measure(recipe: str, args) -> dict:
+def synthesis_call(recipe: str, args, extra_sets: list[str] = ()):
+    """``(parts, gen, call)``: a run's parts for ``recipe`` on ``args.prior`` and a no-argument function that
+    synthesises one round of ``args.batch`` balanced targets (``args.set`` then ``extra_sets`` on top)."""
     sets = [f"distillation.diffusion_checkpoint={args.prior}", f"distillation.synthesis_batch_size={args.batch}",
-            "logging.progress=false", *recipe_sets(recipe), *args.set]
+            "logging.progress=false", *recipe_sets(recipe), *args.set, *extra_sets]
     cfg = load_config(args.config, sets)
     gen = torch.Generator().manual_seed(0)
     parts = build(cfg, None, device=torch.device("cpu"), generator=gen)
     parts.student.eval()
-    synth = parts.synthesizer
-    k = parts.spec.num_classes
+    synth, k = parts.synthesizer, parts.spec.num_classes
 
     def call():
-        labels = balanced_labels(args.batch, k, generator=gen)
-        synth(synth.plan_targets(labels, generator=gen), generator=gen)
+        synth(synth.plan_targets(balanced_labels(args.batch, k, generator=gen), generator=gen), generator=gen)
+    return parts, gen, call
+
+
+def measure(recipe: str, args) -> dict:
+    parts, gen, call = synthesis_call(recipe, args)
+    synth, k = parts.synthesizer, parts.spec.num_classes
 
     for _ in range(args.warmup):
         call()
