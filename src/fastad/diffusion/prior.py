@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from fastad.diffusion.ddim import to_device
 from fastad.errors import UserError
 from fastad.utils.io import as_os_error, fsync_dir
+from fastad.utils.threads import in_slices
 
 __all__ = ["BETA_SCHEDULES", "PREDICTION_TYPES", "Prior", "load_prior", "build_unet", "save_prior"]
 
@@ -53,6 +54,7 @@ class Prior:
     path: str  # folder it was loaded from
     metadata: dict = field(default_factory=dict)  # fastad_prior.json "metadata" (e.g. data seen), if any
     autocast: Optional[torch.dtype] = None  # run the UNet under autocast to this dtype (e.g. bfloat16); None = off
+    slice_cpu: bool = True  # EXPERIMENT: no-grad CPU forwards as two batch slices in two threads
 
     @property
     def conditional(self) -> bool:
@@ -92,8 +94,13 @@ class Prior:
         t = torch.as_tensor(t, device=x_t.device).long()
         t = t.expand(B) if t.ndim == 0 else t
         labels = self._labels(class_labels, B, x_t.device)
-        with torch.autocast(x_t.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext():
-            out = self.unet(x_t.to(self.unet.dtype), t, class_labels=labels).sample
+
+        def forward(x: Tensor, t: Tensor, *labels: Tensor) -> Tensor:
+            with torch.autocast(x.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext():
+                return self.unet(x, t, class_labels=labels[0] if labels else None).sample
+
+        args = (x_t.to(self.unet.dtype), t, *(() if labels is None else (labels,)))
+        out = in_slices(forward, *args) if self.slice_cpu else forward(*args)
         out = out[:, : self.sample_shape[0]]  # learned-variance models also output a variance half
         dtype = torch.promote_types(out.dtype, torch.float32)
         out = out.to(dtype)

@@ -10,11 +10,15 @@ wait policy (set by :mod:`fastad.cli` before torch loads) makes idle threads sle
 from __future__ import annotations
 
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import torch
+from torch import Tensor
 
-__all__ = ["available_cores", "choose_threads", "set_threads"]
+__all__ = ["available_cores", "choose_threads", "in_slices", "set_threads"]
 
 
 def _cpu_times() -> tuple[int, int] | None:
@@ -58,3 +62,37 @@ def set_threads(n: int, *, share: int = 1) -> int:
     threads = choose_threads(n, share=share)
     torch.set_num_threads(threads)
     return threads
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_IN_SLICE = threading.local()
+
+
+def in_slices(fn: Callable[..., Tensor], *batch: Tensor) -> Tensor:
+    """EXPERIMENT: ``fn(*batch)`` as two batch slices in two threads sharing torch's intra-op threads (no_grad, CPU)."""
+    n = torch.get_num_threads()
+    size = batch[0].shape[0] if batch and batch[0].ndim else 0
+    if (n < 2 or size < 2 or torch.is_grad_enabled() or getattr(_IN_SLICE, "on", False)
+            or any(t.device.type != "cpu" for t in batch)):
+        return fn(*batch)
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(2, thread_name_prefix="fastad-slice")
+    shares = (n // 2, n - n // 2)
+    cut = round(size * shares[0] / n)
+    inference = torch.is_inference_mode_enabled()
+
+    def work(i: int) -> Tensor:
+        torch.set_num_threads(shares[i])
+        _IN_SLICE.on = True
+        part = slice(0, cut) if i == 0 else slice(cut, size)
+        with torch.inference_mode(inference), torch.no_grad():
+            return fn(*(t[part] for t in batch))
+
+    try:
+        outs = list(_POOL.map(work, range(2)))
+    finally:
+        torch.set_num_threads(n)
+    return torch.cat(outs)
