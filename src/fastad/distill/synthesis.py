@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from fastad.diffusion import EpsFn, SamplerConfig
 from fastad.diffusion.prior import Prior
-from fastad.guidance.routing import Coverage, RoutingConfig, balanced_labels
+from fastad.guidance.routing import Coverage, RoutingConfig, balanced_labels, ranked_assignment
 from fastad.errors import UserError
 from fastad.guidance import FastADConfig, GuidanceConfig, GuidanceStats, make_cadr_eps_fn, preview_guided_sample
 
@@ -117,7 +117,10 @@ class Synthesizer:
         out = torch.empty_like(x_T)
         if guided.any():
             idx = guided.nonzero().flatten()
-            out[idx] = self._guided(x_T[idx], labels[idx], generator)
+            guided_images = self._guided(x_T[idx], labels[idx], generator)
+            if isinstance(guided_images, tuple):  # EXPERIMENT routing.assign: the targets were permuted
+                guided_images, labels[idx] = guided_images
+            out[idx] = guided_images
         if not guided.all():
             plain = ~guided
             images = self.plain(x_T[plain], labels[plain], generator=generator)
@@ -146,8 +149,10 @@ class Synthesizer:
         eps_fn = self.provider(self.prior, labels)
         kw = {"view": self.view, "student": self.student, "stats": self.stats, "generator": generator}
         if self.guidance.rule == "x0":
+            if self.routing.assign == "ranked":
+                kw["assign"] = lambda x0: ranked_assignment(self.classify(x0.clamp(-1, 1)), labels)
             return preview_guided_sample(eps_fn, self.teacher, labels, x_T, abar, self.timesteps, self.fast_ad,
                                          self.guidance, ddim_eta=s.ddim_eta, final_abar=s.final_abar,
-                                         clip_x0=s.clip_x0, **kw)
+                                         clip_x0=s.clip_x0, assign_step=self.routing.assign_step, **kw)
         with make_cadr_eps_fn(eps_fn, self.teacher, labels, abar, self.fast_ad, guidance=self.guidance, **kw) as g:
             return s.sample(g, x_T, abar, self.timesteps, generator=generator)

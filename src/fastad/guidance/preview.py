@@ -51,7 +51,7 @@ def preview_guided_sample(
     cfg: FastADConfig, guidance: GuidanceConfig, *, view: Callable[[Tensor], Tensor],
     student: Optional[nn.Module] = None, stats: Optional[GuidanceStats] = None,
     generator: Optional[torch.Generator] = None, ddim_eta: float = 0.0, final_abar: str = "one",
-    clip_x0: bool = False,
+    clip_x0: bool = False, assign: Optional[Callable[[Tensor], Tensor]] = None, assign_step: int = 0,
 ) -> Tensor:
     """DDIM from ``x_T`` [B, C, H, W] with the ``x0`` rule towards ``labels`` [B]; returns ``x_0`` in ``x_T``'s dtype.
 
@@ -68,12 +68,22 @@ def preview_guided_sample(
     schedule = list(ddim_schedule(alphas_cumprod, timesteps, final_abar=final_abar))
     B, device = x_T.shape[0], x_T.device
     x = x_T.to(torch.promote_types(x_T.dtype, torch.float32))
-    with GuidanceLoss(teacher, labels, cfg, guidance, view=view, student=student, stats=stats,
-                      generator=generator) as loss:
-        for t, abar_t, abar_prev in schedule:
+    loss = None
+    try:
+        for i, (t, abar_t, abar_prev) in enumerate(schedule):
             t_b = torch.full((B,), t, dtype=torch.long, device=device)
             eps = eps_fn(x.to(x_T.dtype), t_b)
             noise = ddim_noise(x_T, ddim_eta, generator)
-            x0 = preview_step(loss, x, t_b, ddim_preview(x, eps, abar_t))
+            x0 = ddim_preview(x, eps, abar_t)
+            if loss is None and i >= assign_step:
+                if assign is not None:
+                    labels = assign(x0)
+                loss = GuidanceLoss(teacher, labels, cfg, guidance, view=view, student=student, stats=stats,
+                                    generator=generator)
+            if loss is not None:
+                x0 = preview_step(loss, x, t_b, x0)
             x, _ = ddim_move(x0, eps, abar_t, abar_prev, ddim_eta=ddim_eta, noise=noise, clip_x0=clip_x0)
-    return x.to(x_T.dtype)
+    finally:
+        if loss is not None:
+            loss.close()
+    return (x.to(x_T.dtype), labels) if assign is not None else x.to(x_T.dtype)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from fastad.options import Section, option
 
-__all__ = ["COVERAGE_THRESHOLD", "Coverage", "RoutingConfig", "balanced_labels"]
+__all__ = ["COVERAGE_THRESHOLD", "Coverage", "RoutingConfig", "balanced_labels", "ranked_assignment"]
 
 #: A class is uncovered when its share of the teacher's predictions on plain samples is below this / K.
 COVERAGE_THRESHOLD = 0.5
@@ -35,6 +35,10 @@ class RoutingConfig(Section):
     guided_fraction: float = option(1.0, "'all': share of each round's images that are guided, the rest plain "
                                     "DDIM samples; 'uncovered': share of each round's targets re-aimed at uncovered "
                                     "classes (all targets of uncovered classes are guided)", ge=0, le=1)
+    assign: str = option("balanced", "EXPERIMENT: 'ranked' gives the guided targets (rule x0) to the samples the "
+                         "teacher finds nearest to them on the plain preview after assign_step steps",
+                         choices=("balanced", "ranked"))
+    assign_step: int = option(0, "EXPERIMENT: plain DDIM steps before the ranked assignment and the guidance", ge=0)
 
 
 def balanced_labels(n: int, num_classes: int, *, generator: torch.Generator) -> Tensor:
@@ -70,3 +74,17 @@ class Coverage:
 
     def load_state_dict(self, state: dict) -> None:
         self.counts = state["counts"].clone()
+
+
+def ranked_assignment(logits: Tensor, labels: Tensor) -> Tensor:
+    """A permutation of ``labels`` [B] over the samples whose teacher ``logits`` [B, K] rank them: greedily, the
+    (sample, class) pair of highest log-probability first, each class taken as often as ``labels`` holds it."""
+    logp = logits.float().log_softmax(1).cpu()
+    left = torch.bincount(labels.cpu(), minlength=logp.shape[1])
+    out = torch.full_like(labels.cpu(), -1)
+    order = logp.flatten().argsort(descending=True)
+    for flat in order.tolist():
+        i, k = divmod(flat, logp.shape[1])
+        if out[i] < 0 and left[k] > 0:
+            out[i], left[k] = k, left[k] - 1
+    return out.to(labels.device)
