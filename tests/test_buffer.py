@@ -52,7 +52,7 @@ def test_memory_is_bounded_by_capacity() -> None:
     storage = buf._images
     nbytes = buf.nbytes
     assert storage.dtype == torch.uint8 and storage.numel() == 16 * 3 * 8 * 8
-    assert nbytes == 16 * 3 * 8 * 8 + 16 * 8 + 16 * 10 * 2
+    assert nbytes == 16 * 3 * 8 * 8 + 16 * 8 + 16 * 10 * 4
     for i in range(50):
         buf.push(torch.rand(7, 3, 8, 8) * 2 - 1, torch.full((7,), i % 10), teacher_logits=torch.randn(7, 10))
     assert len(buf) == 16 and buf.nbytes == nbytes and buf._images is storage  # same tensor, never grown
@@ -144,3 +144,19 @@ def test_bad_inputs_raise_user_error() -> None:
         ReplayBuffer(5).load_state_dict(buf.state_dict())
     with pytest.raises(UserError, match="stores float16"):
         ReplayBuffer(4, storage="float16").load_state_dict(buf.state_dict())
+
+
+def test_per_view_logits_are_kept_exactly_in_float32() -> None:
+    """The KD steps' cache: ``[B, V, K]`` teacher logits per image, stored and returned bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    buf = ReplayBuffer(5)
+    logits = torch.randn(7, 3, 4, generator=g) * 100
+    buf.push(torch.rand(7, *SHAPE, generator=g) * 2 - 1, torch.arange(7), teacher_logits=logits)
+    assert buf.logit_shape == (3, 4) and ReplayBuffer(5).logit_shape is None
+    _images, labels, got = buf.sample(5, generator=torch.Generator().manual_seed(1))
+    assert got.dtype == torch.float32 and torch.equal(got, logits[labels])
+    restored = ReplayBuffer(5)
+    restored.load_state_dict(buf.state_dict())
+    assert torch.equal(restored.newest(5)[2], logits[2:])
+    with pytest.raises(UserError, match=r"teacher_logits must be \[1, 3, 4\]"):
+        buf.push(*_batch(0, 1), teacher_logits=torch.zeros(1, 4))

@@ -742,3 +742,22 @@ def test_notes_on_a_guard_stop_and_on_rounds_that_slow_down():
     assert _notes(prog, d) == []  # said once
     prog.stopped_by_budget = True
     assert "max_seconds=100 stopped the run after 10 of 60 rounds" in _notes(prog, d)[0]
+
+
+def test_teacher_view_cache_gives_the_live_teachers_student(assets, tmp_path, capsys):
+    """The KD steps' teacher logits looked up from the per-view cache: the same batches and views as the teacher
+    run live, so the same student up to float rounding; the buffer in last.pt carries the cache."""
+    extra = ["--set", "distillation.train_iterations=6"]
+    students, losses = [], []
+    for mode in ("never", "always"):
+        out = tmp_path / mode
+        assert run_cli(distill_args(assets, out, *extra, "--set", f"distillation.teacher_view_cache={mode}"),
+                       capsys)[0] == 0
+        students.append(load_file(out / "student.safetensors"))
+        losses.append([r["train/kd_loss"] for r in metrics(out)])
+        buffer = torch.load(out / "last.pt", weights_only=True)["buffer"]
+        assert ("logits" in buffer) == (mode == "always")
+    assert buffer["logits"].shape == (16, 50, 10) and buffer["logits"].dtype == torch.float32  # 5 x 5 shifts x 2 flips
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    a, b = students
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)

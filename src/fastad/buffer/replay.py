@@ -26,7 +26,8 @@ def _count(name: str, value: object) -> int:
 
 
 class ReplayBuffer:
-    """Ring buffer of ``capacity`` images [C, H, W] with int64 labels and, optionally, float16 logits.
+    """Ring buffer of ``capacity`` images [C, H, W] with int64 labels and, optionally, float32 teacher logits
+    (``[K]`` per image, or ``[V, K]``: one row per crop/flip view, as the KD steps' cache stores them).
 
     Storage is allocated on the first push (from that batch's image shape, or ``image_shape``) and
     never grows: memory is ``capacity * C * H * W`` bytes (uint8) or twice that (float16), plus
@@ -51,7 +52,7 @@ class ReplayBuffer:
             self.image_shape = tuple(_count("image_shape entries", s) for s in shape)
         self._images: Optional[Tensor] = None  # [capacity, C, H, W] uint8 / float16
         self._labels: Optional[Tensor] = None  # [capacity] int64
-        self._logits: Optional[Tensor] = None  # [capacity, K] float16, if pushes carry logits
+        self._logits: Optional[Tensor] = None  # [capacity, *logit_shape] float32, if pushes carry logits
         self._size = 0  # filled slots; while not full they are slots [0, size)
         self._next = 0  # slot the next image goes to
         self.images_seen = 0  # images ever pushed (including those dropped)
@@ -63,6 +64,11 @@ class ReplayBuffer:
 
     def __len__(self) -> int:
         return self._size
+
+    @property
+    def logit_shape(self) -> Optional[tuple[int, ...]]:
+        """The stored teacher logits' shape per image (``(K,)`` or ``(V, K)``), None when none are stored."""
+        return None if self._logits is None else tuple(self._logits.shape[1:])
 
     @property
     def nbytes(self) -> int:
@@ -91,7 +97,8 @@ class ReplayBuffer:
             images: ``[B, C, H, W]`` float in prior space [-1, 1] (any device; clamped, quantised,
                 copied to CPU). Non-finite values are refused.
             labels: ``[B]`` integer class ids.
-            teacher_logits: optional ``[B, K]``; stored as float16. Either every push has them or none.
+            teacher_logits: optional ``[B, K]`` or ``[B, V, K]``, stored as float32 (exactly). Either every push
+                has them, of one shape, or none does.
 
         A batch larger than the capacity keeps its newest (last) ``capacity`` images.
         """
@@ -109,9 +116,9 @@ class ReplayBuffer:
         has_logits = teacher_logits is not None
         if self._images is not None and has_logits != (self._logits is not None):
             raise UserError("push: teacher_logits must be given with every push or with none")
-        if has_logits and (teacher_logits.ndim != 2 or teacher_logits.shape[0] != b
-                           or (self._logits is not None and teacher_logits.shape[1] != self._logits.shape[1])):
-            want = "K" if self._logits is None else self._logits.shape[1]
+        if has_logits and (teacher_logits.ndim not in (2, 3) or teacher_logits.shape[0] != b
+                           or (self._logits is not None and teacher_logits.shape[1:] != self._logits.shape[1:])):
+            want = "K] or [B, V, K" if self._logits is None else ", ".join(map(str, self._logits.shape[1:]))
             raise UserError(f"push: teacher_logits must be [{b}, {want}], got {list(teacher_logits.shape)}")
         if b == 0:
             return
@@ -120,7 +127,7 @@ class ReplayBuffer:
             self._images = torch.zeros((self._capacity, *shape), dtype=STORAGES[self.storage])
             self._labels = torch.zeros(self._capacity, dtype=torch.int64)
             if has_logits:
-                self._logits = torch.zeros((self._capacity, teacher_logits.shape[1]), dtype=torch.float16)
+                self._logits = torch.zeros((self._capacity, *teacher_logits.shape[1:]), dtype=torch.float32)
 
         self.images_seen += b
         keep = min(b, self._capacity)  # only the newest `capacity` of the batch can survive
@@ -128,7 +135,7 @@ class ReplayBuffer:
         self._images[idx] = self._encode(images[b - keep:]).cpu()
         self._labels[idx] = labels[b - keep:].detach().to("cpu", torch.int64)
         if has_logits:
-            self._logits[idx] = teacher_logits[b - keep:].detach().to("cpu", torch.float16)
+            self._logits[idx] = teacher_logits[b - keep:].detach().to("cpu", torch.float32)
         self._next = (self._next + keep) % self._capacity
         self._size = min(self._size + keep, self._capacity)
 
@@ -141,8 +148,8 @@ class ReplayBuffer:
         so a seeded generator gives the same draw.
 
         Returns:
-            ``(images [n, C, H, W] float32 in [-1, 1], labels [n] int64)``, plus ``logits [n, K]``
-            float32 when logits are stored; on ``device`` (CPU by default; dequantised there, so a
+            ``(images [n, C, H, W] float32 in [-1, 1], labels [n] int64)``, plus the logits (``[n, K]`` or
+            ``[n, V, K]``) when logits are stored; on ``device`` (CPU by default; dequantised there, so a
             uint8 buffer sends 4x fewer bytes to a GPU).
         """
         _count("sample n", n)
@@ -167,7 +174,7 @@ class ReplayBuffer:
         images = self._decode(self._images[idx].to(device))
         out: tuple[Tensor, ...] = (images, self._labels[idx].to(device))
         if self._logits is not None:
-            out += (self._logits[idx].to(device).float(),)
+            out += (self._logits[idx].to(device),)
         return out
 
     # --- checkpoints ----------------------------------------------------------------------------
@@ -214,6 +221,9 @@ class ReplayBuffer:
         self._images[:size], self._labels[:size] = images, labels
         if "logits" in state:
             logits = state["logits"]
-            self._logits = torch.zeros((self._capacity, logits.shape[1]), dtype=torch.float16)
+            if logits.dtype != torch.float32 or logits.shape[0] != size or logits.ndim not in (2, 3):
+                raise UserError(f"replay buffer: checkpoint logits are {logits.dtype} {list(logits.shape)}, "
+                                f"expected float32 [{size}, K] or [{size}, V, K]")
+            self._logits = torch.zeros((self._capacity, *logits.shape[1:]), dtype=torch.float32)
             self._logits[:size] = logits
         self._size, self._next = size, nxt

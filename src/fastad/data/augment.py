@@ -31,8 +31,13 @@ def normalize(x: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     return (x - mean) / std
 
 
+def view_count(crop_padding: int, flip: bool) -> int:
+    """How many distinct views :func:`augment` can make of one image: ``(2p + 1)^2`` shifts, times 2 with flips."""
+    return (2 * crop_padding + 1) ** 2 * (2 if flip else 1)
+
+
 def augment(x: torch.Tensor, *, crop_padding: int, flip: bool,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+            generator: torch.Generator | None = None, with_index: bool = False):
     """Random crop (zero padding) and random horizontal flip, independently per sample.
 
     x: float [B, C, H, W] on any device -> same shape, device and dtype. Each sample is shifted by
@@ -40,6 +45,9 @@ def augment(x: torch.Tensor, *, crop_padding: int, flip: bool,
     mirrored with probability 1/2 when ``flip``. Randomness comes from ``generator`` (on the
     generator's device; the default generator when None): offsets first, then flips. One gather
     per axis, no per-sample loop. With p = 0 and flip False, returns ``x`` itself.
+
+    ``with_index``: also return each sample's view as an int64 index ``[B]`` into :func:`every_view`'s
+    order (the draws are the same with or without it).
     """
     if x.ndim != 4 or not x.is_floating_point():
         raise ValueError(f"augment expects a float [B, C, H, W] tensor, got {x.dtype} "
@@ -48,17 +56,37 @@ def augment(x: torch.Tensor, *, crop_padding: int, flip: bool,
         raise ValueError(f"augment: crop_padding must be an int >= 0, got {crop_padding!r}")
     b, c, h, w = x.shape
     p = crop_padding
+    index = torch.zeros(b, dtype=torch.int64, device=x.device)  # (dy * (2p + 1) + dx) * flips + mirror
     if p == 0 and not flip:
-        return x
+        return (x, index) if with_index else x
     gdev = generator.device if generator is not None else x.device
     rows = torch.arange(h, device=x.device).expand(b, h)  # [B, H] source row in padded image
     cols = torch.arange(w, device=x.device).expand(b, w)  # [B, W]
     if p:
         off = to_device(torch.randint(0, 2 * p + 1, (2, b, 1), generator=generator, device=gdev), x.device)
         rows, cols = rows + off[0], cols + off[1]
+        index = off[0, :, 0] * (2 * p + 1) + off[1, :, 0]
         x = F.pad(x, (p, p, p, p))
     if flip:
         mirror = to_device(torch.rand(b, 1, generator=generator, device=gdev), x.device) < 0.5
         cols = torch.where(mirror, cols.flip(1), cols)
+        index = index * 2 + mirror[:, 0]
     x = x.gather(2, rows[:, None, :, None].expand(b, c, h, x.shape[3]))  # [B, C, H, W + 2p]
-    return x.gather(3, cols[:, None, None, :].expand(b, c, h, w))  # [B, C, H, W]
+    x = x.gather(3, cols[:, None, None, :].expand(b, c, h, w))  # [B, C, H, W]
+    return (x, index) if with_index else x
+
+
+def every_view(x: torch.Tensor, *, crop_padding: int, flip: bool) -> torch.Tensor:
+    """Every view :func:`augment` can draw of each image: float [B, C, H, W] -> [B, V, C, H, W]
+    (V = :func:`view_count`), view ``(dy * (2p + 1) + dx) * 2 + mirror`` (``* 1 + 0`` without flips) at index 1,
+    bit for bit what :func:`augment` returns for that draw."""
+    if x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"every_view expects a float [B, C, H, W] tensor, got {x.dtype} {list(x.shape)}")
+    h, w, p = x.shape[2], x.shape[3], crop_padding
+    padded = F.pad(x, (p, p, p, p)) if p else x
+    views = []
+    for dy in range(2 * p + 1):
+        for dx in range(2 * p + 1):
+            crop = padded[:, :, dy:dy + h, dx:dx + w]
+            views += [crop, crop.flip(3)] if flip else [crop]
+    return torch.stack(views, 1)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fastad.data.augment import augment
+from fastad.data.augment import augment, every_view, view_count
 from fastad.diffusion.ddim import to_device
 from fastad.errors import UserError
 
@@ -43,6 +43,10 @@ def make_view(
     ``size`` ``[H, W]``: the teacher's input size; images of another size are first resized to it
     (``resize``: one of :data:`RESIZE_MODES`, by ``torch.nn.functional.interpolate``, differentiable).
     None: no resize.
+
+    ``view.every(x)`` gives all ``view.count`` crop/flip views of each image at once (``view.plain``: the index
+    of the unshifted, unmirrored one), and ``view(x, with_index=True)`` says which of them each sample drew
+    (the KD steps' teacher-logit cache).
     """
     mean_l, std_l = [float(m) for m in mean], [float(s) for s in std]
     if not mean_l or len(mean_l) != len(std_l):
@@ -57,18 +61,31 @@ def make_view(
     smooth = {"align_corners": False} if resize in ("bilinear", "bicubic") else {}
     stats: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}  # mean, std per device and dtype
 
-    def view(x: Tensor) -> Tensor:
+    def scaled(x: Tensor) -> Tensor:  # [-1, 1] -> [0, 1], at the teacher's size
         if x.ndim != 4 or x.shape[1] != c:
             raise UserError(f"view: expected images [B, {c}, H, W], got {list(x.shape)}")
         u = (x + 1) / 2
-        if hw is not None and tuple(u.shape[-2:]) != hw:
-            u = F.interpolate(u, size=hw, mode=resize, **smooth)
-        u = augment(u, crop_padding=crop_padding, flip=flip, generator=generator)
-        key = (x.device, x.dtype)
+        return F.interpolate(u, size=hw, mode=resize, **smooth) if hw is not None and tuple(u.shape[-2:]) != hw else u
+
+    def normalised(u: Tensor) -> Tensor:
+        key = (u.device, u.dtype)
         if key not in stats:  # copied once, without making the host wait for the device
-            stats[key] = tuple(to_device(torch.tensor(v, dtype=x.dtype).view(c, 1, 1), x.device)
+            stats[key] = tuple(to_device(torch.tensor(v, dtype=u.dtype).view(c, 1, 1), u.device)
                                for v in (mean_l, std_l))
         m, s = stats[key]
         return (u - m) / s
 
+    def view(x: Tensor, *, with_index: bool = False):
+        """``x`` -> the teacher's input; ``with_index``: also each sample's view index (``every``'s order)."""
+        if with_index:
+            u, index = augment(scaled(x), crop_padding=crop_padding, flip=flip, generator=generator, with_index=True)
+            return normalised(u), index
+        return normalised(augment(scaled(x), crop_padding=crop_padding, flip=flip, generator=generator))
+
+    def every(x: Tensor) -> Tensor:
+        """Every crop/flip view of each image: ``[B, C, H, W]`` -> ``[B, V, C, H', W']``, bit for bit ``view``'s draws."""
+        return normalised(every_view(scaled(x), crop_padding=crop_padding, flip=flip))
+
+    view.every, view.count = every, view_count(crop_padding, flip)  # type: ignore[attr-defined]
+    view.plain = (crop_padding * (2 * crop_padding + 1) + crop_padding) * (2 if flip else 1)  # type: ignore[attr-defined]
     return view

@@ -19,15 +19,19 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float) -> Tenso
     return tau * tau * F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean")
 
 
-def kd_step(student: nn.Module, teacher: nn.Module, x: Tensor, optimizer: torch.optim.Optimizer, *,
-            tau: float) -> dict[str, float]:
+def kd_step(student: nn.Module, teacher: nn.Module | None, x: Tensor, optimizer: torch.optim.Optimizer, *,
+            tau: float, teacher_logits: Tensor | None = None) -> dict[str, float]:
     """One SGD step of ``student`` towards the frozen ``teacher`` on a batch ``x`` [B, C, H, W] of teacher inputs.
 
-    The teacher runs under ``no_grad`` and its labels are never used. Returns ``{"kd_loss": value}``
-    (reading it syncs the device, so a caller's timing is honest).
+    The teacher runs under ``no_grad`` and its labels are never used; ``teacher_logits`` [B, K]: its logits on
+    ``x``, computed before (``teacher`` is then not run). Returns ``{"kd_loss": value}`` (reading it syncs the
+    device, so a caller's timing is honest).
     """
-    with torch.no_grad():
-        t_logits = teacher(x)
+    if teacher_logits is not None:
+        t_logits = teacher_logits
+    else:
+        with torch.no_grad():
+            t_logits = teacher(x)
     loss = kd_loss(student(x), t_logits, tau)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
