@@ -48,13 +48,13 @@ def test_batch_larger_than_capacity_keeps_the_newest() -> None:
 def test_memory_is_bounded_by_capacity() -> None:
     buf = ReplayBuffer(16, storage="uint8")
     assert buf.nbytes == 0  # lazy: nothing allocated before the first push
-    buf.push(torch.zeros(3, 3, 8, 8), torch.zeros(3, dtype=torch.long), teacher_logits=torch.zeros(3, 10))
+    buf.push(torch.zeros(3, 3, 8, 8), torch.zeros(3, dtype=torch.long))
     storage = buf._images
     nbytes = buf.nbytes
     assert storage.dtype == torch.uint8 and storage.numel() == 16 * 3 * 8 * 8
-    assert nbytes == 16 * 3 * 8 * 8 + 16 * 8 + 16 * 10 * 4
+    assert nbytes == 16 * 3 * 8 * 8 + 16 * 8
     for i in range(50):
-        buf.push(torch.rand(7, 3, 8, 8) * 2 - 1, torch.full((7,), i % 10), teacher_logits=torch.randn(7, 10))
+        buf.push(torch.rand(7, 3, 8, 8) * 2 - 1, torch.full((7,), i % 10))
     assert len(buf) == 16 and buf.nbytes == nbytes and buf._images is storage  # same tensor, never grown
     assert buf.images_seen == 3 + 350
 
@@ -80,8 +80,7 @@ def test_state_dict_round_trip_is_exact(storage: str) -> None:
     buf = ReplayBuffer(6, storage=storage)
     g = torch.Generator().manual_seed(0)
     for i in range(3):  # 9 images into 6 slots: wrapped
-        buf.push(torch.rand(3, *SHAPE, generator=g) * 2 - 1, torch.arange(3) + 3 * i,
-                 teacher_logits=torch.randn(3, 5, generator=g))
+        buf.push(torch.rand(3, *SHAPE, generator=g) * 2 - 1, torch.arange(3) + 3 * i)
     f = io.BytesIO()
     torch.save(buf.state_dict(), f)
     f.seek(0)
@@ -89,15 +88,15 @@ def test_state_dict_round_trip_is_exact(storage: str) -> None:
     restored = ReplayBuffer(6, storage=storage)
     restored.load_state_dict(state)
     assert len(restored) == len(buf) and restored.images_seen == 9
-    for name in ("_images", "_labels", "_logits"):
+    for name in ("_images", "_labels"):
         assert torch.equal(getattr(restored, name), getattr(buf, name))
     a = buf.sample(4, generator=torch.Generator().manual_seed(1))
     b = restored.sample(4, generator=torch.Generator().manual_seed(1))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     # both continue identically
-    nxt = (torch.rand(2, *SHAPE, generator=g) * 2 - 1, torch.tensor([7, 8]), torch.randn(2, 5, generator=g))
-    buf.push(nxt[0], nxt[1], teacher_logits=nxt[2])
-    restored.push(nxt[0], nxt[1], teacher_logits=nxt[2])
+    nxt = (torch.rand(2, *SHAPE, generator=g) * 2 - 1, torch.tensor([7, 8]))
+    buf.push(*nxt)
+    restored.push(*nxt)
     assert torch.equal(buf._images, restored._images) and _ordered_labels(buf) == _ordered_labels(restored)
     # a partially filled buffer round-trips too, including its free slots
     part = ReplayBuffer(6, storage=storage)
@@ -136,8 +135,6 @@ def test_bad_inputs_raise_user_error() -> None:
         buf.push(torch.zeros(2, *SHAPE), torch.zeros(3, dtype=torch.long))
     with pytest.raises(UserError, match="NaN"):
         buf.push(torch.full((1, *SHAPE), float("nan")), torch.zeros(1, dtype=torch.long))
-    with pytest.raises(UserError, match="teacher_logits"):
-        buf.push(*_batch(0, 1), teacher_logits=torch.zeros(1, 3))
     with pytest.raises(UserError, match="empty"):
         ReplayBuffer(3).sample(1, generator=None)
     with pytest.raises(UserError, match="capacity"):
@@ -146,17 +143,13 @@ def test_bad_inputs_raise_user_error() -> None:
         ReplayBuffer(4, storage="float16").load_state_dict(buf.state_dict())
 
 
-def test_per_view_logits_are_kept_exactly_in_float32() -> None:
-    """The KD steps' cache: ``[B, V, K]`` teacher logits per image, stored and returned bit for bit."""
-    g = torch.Generator().manual_seed(0)
+def test_push_and_sample_name_the_slots() -> None:
+    """Slots let per-image data (the KD steps' teacher-logit cache) live beside the buffer."""
     buf = ReplayBuffer(5)
-    logits = torch.randn(7, 3, 4, generator=g) * 100
-    buf.push(torch.rand(7, *SHAPE, generator=g) * 2 - 1, torch.arange(7), teacher_logits=logits)
-    assert buf.logit_shape == (3, 4) and ReplayBuffer(5).logit_shape is None
-    _images, labels, got = buf.sample(5, generator=torch.Generator().manual_seed(1))
-    assert got.dtype == torch.float32 and torch.equal(got, logits[labels])
-    restored = ReplayBuffer(5)
-    restored.load_state_dict(buf.state_dict())
-    assert torch.equal(restored.newest(5)[2], logits[2:])
-    with pytest.raises(UserError, match=r"teacher_logits must be \[1, 3, 4\]"):
-        buf.push(*_batch(0, 1), teacher_logits=torch.zeros(1, 4))
+    assert buf.push(*_batch(0, 3)).tolist() == [0, 1, 2]
+    assert buf.push(*_batch(3, 4)).tolist() == [3, 4, 0, 1]  # wraps over the oldest
+    assert buf.push(*_batch(7, 0)).tolist() == []
+    images, labels, slots = buf.sample(5, generator=torch.Generator().manual_seed(2), slots=True)
+    plain = buf.sample(5, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(images, plain[0]) and torch.equal(labels, plain[1])  # the same draw
+    assert labels.tolist() == [[5, 6, 2, 3, 4][s] for s in slots.tolist()]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fastad.data import (DATASETS, ImageDataset, augment, every_view, make_view, view_count, dataset_info, dataset_names,
+from fastad.data import (DATASETS, ImageDataset, augment, make_view, view_count, dataset_info, dataset_names,
                          iterate_batches, load_dataset, normalize, to_float)
 from fastad.errors import UserError
 
@@ -342,23 +342,25 @@ def test_augment_identities_and_determinism() -> None:
 
 
 @pytest.mark.parametrize("p, flip", [(2, True), (1, False), (0, True), (0, False)])
-def test_every_view_holds_each_draw_at_its_index(p: int, flip: bool) -> None:
-    """The KD steps' teacher-logit cache rests on this: ``augment``'s draw is ``every_view``'s row at its index."""
+def test_augment_index_names_the_view_drawn(p: int, flip: bool) -> None:
+    """The KD steps' teacher-logit cache is keyed by this index: it must name the shift and flip exactly."""
     x = torch.rand(40, 2, 5, 6) + 1
     plain = augment(x, crop_padding=p, flip=flip, generator=torch.Generator().manual_seed(0))
     out, index = augment(x, crop_padding=p, flip=flip, generator=torch.Generator().manual_seed(0), with_index=True)
-    assert torch.equal(out, plain)  # the same draws with or without the index
-    views = every_view(x, crop_padding=p, flip=flip)
-    assert views.shape == (40, view_count(p, flip), 2, 5, 6) and view_count(p, flip) == (2 * p + 1) ** 2 * (1 + flip)
-    assert torch.equal(views[torch.arange(40), index], out)
-    if p or flip:
-        assert len(set(index.tolist())) > 1
-    view = make_view([0.5, 0.2], [0.3, 0.4], crop_padding=p, flip=flip, generator=torch.Generator().manual_seed(1))
-    y = torch.rand(40, 2, 5, 6) * 2 - 1
-    drawn, index = view(y, with_index=True)
-    assert view.count == view_count(p, flip)
-    assert torch.equal(view.every(y)[torch.arange(40), index], drawn)
-    assert torch.equal(view.every(y)[:, view.plain], make_view([0.5, 0.2], [0.3, 0.4])(y))  # unshifted, unmirrored
+    assert torch.equal(out, plain) and index.dtype == torch.int64  # the same draws with or without the index
+    assert view_count(p, flip) == (2 * p + 1) ** 2 * (2 if flip else 1)
+    assert 0 <= index.min() and index.max() < view_count(p, flip) and (len(set(index.tolist())) > 1 or not (p or flip))
+    flips = 2 if flip else 1
+    for b, i in enumerate(index.tolist()):
+        dy, dx, m = i // flips // (2 * p + 1) - p, i // flips % (2 * p + 1) - p, i % flips
+        want = _shift(x[b], dy, dx)
+        assert torch.equal(out[b], want.flip(-1) if m else want), (b, i)
+    view = make_view([0.5, 0.2], [0.3, 0.4], crop_padding=p, flip=flip, generator=torch.Generator().manual_seed(0))
+    y = x - 1.5
+    drawn, vindex = view(y, with_index=True)
+    assert view.count == view_count(p, flip) and torch.equal(vindex, index)  # the view draws as augment does
+    assert torch.equal(drawn, make_view([0.5, 0.2], [0.3, 0.4], crop_padding=p, flip=flip,
+                                        generator=torch.Generator().manual_seed(0))(y))
 
 
 def test_iterate_batches(tmp_path: Path) -> None:

@@ -746,18 +746,20 @@ def test_notes_on_a_guard_stop_and_on_rounds_that_slow_down():
 
 def test_teacher_view_cache_gives_the_live_teachers_student(assets, tmp_path, capsys):
     """The KD steps' teacher logits looked up from the per-view cache: the same batches and views as the teacher
-    run live, so the same student up to float rounding; the buffer in last.pt carries the cache."""
+    run live, so the same student up to float rounding; last.pt carries the cache."""
     extra = ["--set", "distillation.train_iterations=6"]
     students, losses = [], []
-    for mode in ("never", "always"):
-        out = tmp_path / mode
-        assert run_cli(distill_args(assets, out, *extra, "--set", f"distillation.teacher_view_cache={mode}"),
+    for on in (False, True):
+        out = tmp_path / str(on)
+        assert run_cli(distill_args(assets, out, *extra, "--set", f"distillation.teacher_view_cache={str(on).lower()}"),
                        capsys)[0] == 0
         students.append(load_file(out / "student.safetensors"))
         losses.append([r["train/kd_loss"] for r in metrics(out)])
-        buffer = torch.load(out / "last.pt", weights_only=True)["buffer"]
-        assert ("logits" in buffer) == (mode == "always")
-    assert buffer["logits"].shape == (16, 50, 10) and buffer["logits"].dtype == torch.float32  # 5 x 5 shifts x 2 flips
+        state = torch.load(out / "last.pt", weights_only=True)
+        assert ("teacher_views" in state) == on
+    known, logits = state["teacher_views"]["known"], state["teacher_views"]["logits"]
+    assert known.shape == (16, 50) and logits.shape == (16, 50, 10)  # 5 x 5 shifts x 2 flips of 16 images
+    assert 0 < known.sum() < known.numel() and logits[known].abs().sum(1).gt(0).all()  # only pairs drawn, computed
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     a, b = students
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)

@@ -26,12 +26,13 @@ def _count(name: str, value: object) -> int:
 
 
 class ReplayBuffer:
-    """Ring buffer of ``capacity`` images [C, H, W] with int64 labels and, optionally, float32 teacher logits
-    (``[K]`` per image, or ``[V, K]``: one row per crop/flip view, as the KD steps' cache stores them).
+    """Ring buffer of ``capacity`` images [C, H, W] with int64 labels.
 
     Storage is allocated on the first push (from that batch's image shape, or ``image_shape``) and
     never grows: memory is ``capacity * C * H * W`` bytes (uint8) or twice that (float16), plus
-    labels and logits. The oldest images are overwritten first.
+    labels. The oldest images are overwritten first. Each image sits in a slot (``0..capacity-1``) from
+    its push until it is overwritten: :meth:`push` returns the slots it wrote and :meth:`sample` can say
+    which slots it drew, so a caller can keep per-image data beside the buffer.
 
     Args:
         capacity: maximum number of images held.
@@ -52,7 +53,6 @@ class ReplayBuffer:
             self.image_shape = tuple(_count("image_shape entries", s) for s in shape)
         self._images: Optional[Tensor] = None  # [capacity, C, H, W] uint8 / float16
         self._labels: Optional[Tensor] = None  # [capacity] int64
-        self._logits: Optional[Tensor] = None  # [capacity, *logit_shape] float32, if pushes carry logits
         self._size = 0  # filled slots; while not full they are slots [0, size)
         self._next = 0  # slot the next image goes to
         self.images_seen = 0  # images ever pushed (including those dropped)
@@ -66,14 +66,9 @@ class ReplayBuffer:
         return self._size
 
     @property
-    def logit_shape(self) -> Optional[tuple[int, ...]]:
-        """The stored teacher logits' shape per image (``(K,)`` or ``(V, K)``), None when none are stored."""
-        return None if self._logits is None else tuple(self._logits.shape[1:])
-
-    @property
     def nbytes(self) -> int:
         """Bytes of the allocated storage (0 before the first push)."""
-        return sum(t.numel() * t.element_size() for t in (self._images, self._labels, self._logits) if t is not None)
+        return sum(t.numel() * t.element_size() for t in (self._images, self._labels) if t is not None)
 
     # --- quantisation ---------------------------------------------------------------------------
 
@@ -90,15 +85,13 @@ class ReplayBuffer:
 
     # --- push / sample --------------------------------------------------------------------------
 
-    def push(self, images: Tensor, labels: Tensor, *, teacher_logits: Optional[Tensor] = None) -> None:
-        """Append a batch, dropping the oldest images beyond capacity.
+    def push(self, images: Tensor, labels: Tensor) -> Tensor:
+        """Append a batch, dropping the oldest images beyond capacity; returns the slots written (int64, CPU).
 
         Args:
             images: ``[B, C, H, W]`` float in prior space [-1, 1] (any device; clamped, quantised,
                 copied to CPU). Non-finite values are refused.
             labels: ``[B]`` integer class ids.
-            teacher_logits: optional ``[B, K]`` or ``[B, V, K]``, stored as float32 (exactly). Either every push
-                has them, of one shape, or none does.
 
         A batch larger than the capacity keeps its newest (last) ``capacity`` images.
         """
@@ -113,34 +106,24 @@ class ReplayBuffer:
             raise UserError(f"push: labels must be an integer tensor [{b}], got {labels.dtype} {list(labels.shape)}")
         if not bool(torch.isfinite(images).all()):
             raise UserError("push: images contain NaN or inf")
-        has_logits = teacher_logits is not None
-        if self._images is not None and has_logits != (self._logits is not None):
-            raise UserError("push: teacher_logits must be given with every push or with none")
-        if has_logits and (teacher_logits.ndim not in (2, 3) or teacher_logits.shape[0] != b
-                           or (self._logits is not None and teacher_logits.shape[1:] != self._logits.shape[1:])):
-            want = "K] or [B, V, K" if self._logits is None else ", ".join(map(str, self._logits.shape[1:]))
-            raise UserError(f"push: teacher_logits must be [{b}, {want}], got {list(teacher_logits.shape)}")
         if b == 0:
-            return
+            return torch.zeros(0, dtype=torch.int64)
         if self._images is None:  # lazy allocation: the only allocation this buffer ever makes
             self.image_shape = shape
             self._images = torch.zeros((self._capacity, *shape), dtype=STORAGES[self.storage])
             self._labels = torch.zeros(self._capacity, dtype=torch.int64)
-            if has_logits:
-                self._logits = torch.zeros((self._capacity, *teacher_logits.shape[1:]), dtype=torch.float32)
 
         self.images_seen += b
         keep = min(b, self._capacity)  # only the newest `capacity` of the batch can survive
         idx = (self._next + torch.arange(keep)) % self._capacity
         self._images[idx] = self._encode(images[b - keep:]).cpu()
         self._labels[idx] = labels[b - keep:].detach().to("cpu", torch.int64)
-        if has_logits:
-            self._logits[idx] = teacher_logits[b - keep:].detach().to("cpu", torch.float32)
         self._next = (self._next + keep) % self._capacity
         self._size = min(self._size + keep, self._capacity)
+        return idx
 
     def sample(self, n: int, *, generator: Optional[torch.Generator],
-               device: torch.device | str | None = None) -> tuple[Tensor, ...]:
+               device: torch.device | str | None = None, slots: bool = False) -> tuple[Tensor, ...]:
         """Draw ``n`` stored images uniformly at random.
 
         Without replacement when ``n <= len(self)`` (a batch never repeats an image), with
@@ -148,9 +131,9 @@ class ReplayBuffer:
         so a seeded generator gives the same draw.
 
         Returns:
-            ``(images [n, C, H, W] float32 in [-1, 1], labels [n] int64)``, plus the logits (``[n, K]`` or
-            ``[n, V, K]``) when logits are stored; on ``device`` (CPU by default; dequantised there, so a
-            uint8 buffer sends 4x fewer bytes to a GPU).
+            ``(images [n, C, H, W] float32 in [-1, 1], labels [n] int64)`` on ``device`` (CPU by default;
+            dequantised there, so a uint8 buffer sends 4x fewer bytes to a GPU), plus the drawn slots
+            ``[n]`` (int64, CPU) when ``slots`` (the draw is the same either way).
         """
         _count("sample n", n)
         if self._size == 0:
@@ -160,7 +143,7 @@ class ReplayBuffer:
             idx = torch.randperm(self._size, generator=generator, device=gdev)[:n].cpu()
         else:
             idx = torch.randint(0, self._size, (n,), generator=generator, device=gdev).cpu()
-        return self._gather(idx, device)
+        return (*self._gather(idx, device), idx) if slots else self._gather(idx, device)
 
     def newest(self, n: int, *, device: torch.device | str | None = None) -> tuple[Tensor, ...]:
         """The ``min(n, len)`` most recently pushed images, oldest first; same outputs as :meth:`sample`."""
@@ -171,11 +154,7 @@ class ReplayBuffer:
     def _gather(self, idx: Tensor, device: torch.device | str | None) -> tuple[Tensor, ...]:
         if self._images is None:
             raise UserError("the replay buffer is empty")
-        images = self._decode(self._images[idx].to(device))
-        out: tuple[Tensor, ...] = (images, self._labels[idx].to(device))
-        if self._logits is not None:
-            out += (self._logits[idx].to(device),)
-        return out
+        return self._decode(self._images[idx].to(device)), self._labels[idx].to(device)
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -189,8 +168,6 @@ class ReplayBuffer:
         if self._images is not None:
             state["images"] = self._images[: self._size].clone()
             state["labels"] = self._labels[: self._size].clone()
-            if self._logits is not None:
-                state["logits"] = self._logits[: self._size].clone()
         return state
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -201,7 +178,7 @@ class ReplayBuffer:
         size, nxt = int(state["size"]), int(state["next"])
         if not (0 <= size <= self._capacity and 0 <= nxt < self._capacity):
             raise UserError(f"replay buffer: bad checkpoint size={size} next={nxt} for capacity {self._capacity}")
-        self._images = self._labels = self._logits = None
+        self._images = self._labels = None
         self._size, self._next, self.images_seen = 0, 0, int(state["images_seen"])
         if "images" not in state:
             if size:
@@ -219,11 +196,4 @@ class ReplayBuffer:
         self._images = torch.zeros((self._capacity, *shape), dtype=images.dtype)
         self._labels = torch.zeros(self._capacity, dtype=torch.int64)
         self._images[:size], self._labels[:size] = images, labels
-        if "logits" in state:
-            logits = state["logits"]
-            if logits.dtype != torch.float32 or logits.shape[0] != size or logits.ndim not in (2, 3):
-                raise UserError(f"replay buffer: checkpoint logits are {logits.dtype} {list(logits.shape)}, "
-                                f"expected float32 [{size}, K] or [{size}, V, K]")
-            self._logits = torch.zeros((self._capacity, *logits.shape[1:]), dtype=torch.float32)
-            self._logits[:size] = logits
         self._size, self._next = size, nxt

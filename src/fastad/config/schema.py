@@ -104,12 +104,11 @@ class DistillationConfig(Section):
                                "for a class-conditional prior, else none), 'none' or 'class_labels'",
                                choices=("auto", "none", "class_labels"))
     augment: bool = option(True, "random crop/flip of buffer images for student updates (where the data suits)")
-    teacher_view_cache: str = option("auto", "the KD steps' teacher logits: 'always' computes them once per image "
-                                     "for each of its crop/flip views when it enters the buffer and looks them up "
-                                     "(the same logits, up to float rounding), 'never' runs the teacher on every "
-                                     "KD batch, 'auto' caches when that takes fewer teacher forwards (views x "
-                                     "synthesis_batch_size < train_iterations x train_batch_size). The main job: 50 "
-                                     "views, half the teacher forwards", choices=("auto", "always", "never"))
+    teacher_view_cache: bool = option(True, "compute the teacher's logits once per (buffer image, crop/flip view) "
+                                      "pair the KD steps draw and look them up after (the same batches and logits "
+                                      "as running the teacher on every KD batch, up to float rounding); memory: "
+                                      "buffer_size x views x classes float32 (the main job: 50 views, 8 MB), off "
+                                      "with a note above 1 GiB")
     save_images: str = option("none", "export every synthesised image: 'none', 'png' (a folder per class) "
                               "or 'npz' (one file per round)", choices=("none", "png", "npz"))
     synthesizer: str = option("diffusion", "how images are made: 'diffusion' (the prior, guided by fast_ad, "

@@ -46,8 +46,9 @@ def augment(x: torch.Tensor, *, crop_padding: int, flip: bool,
     generator's device; the default generator when None): offsets first, then flips. One gather
     per axis, no per-sample loop. With p = 0 and flip False, returns ``x`` itself.
 
-    ``with_index``: also return each sample's view as an int64 index ``[B]`` into :func:`every_view`'s
-    order (the draws are the same with or without it).
+    ``with_index``: also return which view each sample got, as an int64 index ``[B]`` in
+    ``[0, view_count)``: ``(dy_i * (2p + 1) + dx_i) * 2 + mirror`` with ``dy_i, dx_i`` in ``[0, 2p]`` (without flips,
+    ``dy_i * (2p + 1) + dx_i``). The draws are the same with or without it.
     """
     if x.ndim != 4 or not x.is_floating_point():
         raise ValueError(f"augment expects a float [B, C, H, W] tensor, got {x.dtype} "
@@ -75,18 +76,3 @@ def augment(x: torch.Tensor, *, crop_padding: int, flip: bool,
     x = x.gather(3, cols[:, None, None, :].expand(b, c, h, w))  # [B, C, H, W]
     return (x, index) if with_index else x
 
-
-def every_view(x: torch.Tensor, *, crop_padding: int, flip: bool) -> torch.Tensor:
-    """Every view :func:`augment` can draw of each image: float [B, C, H, W] -> [B, V, C, H, W]
-    (V = :func:`view_count`), view ``(dy * (2p + 1) + dx) * 2 + mirror`` (``* 1 + 0`` without flips) at index 1,
-    bit for bit what :func:`augment` returns for that draw."""
-    if x.ndim != 4 or not x.is_floating_point():
-        raise ValueError(f"every_view expects a float [B, C, H, W] tensor, got {x.dtype} {list(x.shape)}")
-    h, w, p = x.shape[2], x.shape[3], crop_padding
-    padded = F.pad(x, (p, p, p, p)) if p else x
-    views = []
-    for dy in range(2 * p + 1):
-        for dx in range(2 * p + 1):
-            crop = padded[:, :, dy:dy + h, dx:dx + w]
-            views += [crop, crop.flip(3)] if flip else [crop]
-    return torch.stack(views, 1)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fastad.data.augment import augment, every_view, view_count
+from fastad.data.augment import augment, view_count
 from fastad.diffusion.ddim import to_device
 from fastad.errors import UserError
 
@@ -44,9 +44,8 @@ def make_view(
     (``resize``: one of :data:`RESIZE_MODES`, by ``torch.nn.functional.interpolate``, differentiable).
     None: no resize.
 
-    ``view.every(x)`` gives all ``view.count`` crop/flip views of each image at once (``view.plain``: the index
-    of the unshifted, unmirrored one), and ``view(x, with_index=True)`` says which of them each sample drew
-    (the KD steps' teacher-logit cache).
+    ``view(x, with_index=True)`` also says which of its ``view.count`` crop/flip views each sample got
+    (:func:`fastad.data.augment.augment`'s index; the KD steps' teacher-logit cache is keyed by it).
     """
     mean_l, std_l = [float(m) for m in mean], [float(s) for s in std]
     if not mean_l or len(mean_l) != len(std_l):
@@ -76,16 +75,11 @@ def make_view(
         return (u - m) / s
 
     def view(x: Tensor, *, with_index: bool = False):
-        """``x`` -> the teacher's input; ``with_index``: also each sample's view index (``every``'s order)."""
+        """``x`` -> the teacher's input; ``with_index``: also each sample's view index (``augment``'s)."""
         if with_index:
             u, index = augment(scaled(x), crop_padding=crop_padding, flip=flip, generator=generator, with_index=True)
             return normalised(u), index
         return normalised(augment(scaled(x), crop_padding=crop_padding, flip=flip, generator=generator))
 
-    def every(x: Tensor) -> Tensor:
-        """Every crop/flip view of each image: ``[B, C, H, W]`` -> ``[B, V, C, H', W']``, bit for bit ``view``'s draws."""
-        return normalised(every_view(scaled(x), crop_padding=crop_padding, flip=flip))
-
-    view.every, view.count = every, view_count(crop_padding, flip)  # type: ignore[attr-defined]
-    view.plain = (crop_padding * (2 * crop_padding + 1) + crop_padding) * (2 if flip else 1)  # type: ignore[attr-defined]
+    view.count = view_count(crop_padding, flip)  # type: ignore[attr-defined]
     return view

@@ -34,7 +34,7 @@ from fastad.errors import RunStopped, UserError
 from fastad.guidance.routing import balanced_labels
 from fastad.models import save_classifier
 from fastad.train.evaluate import accuracy_report, predict
-from fastad.train.kd import kd_step
+from fastad.train.kd import TeacherViewCache, kd_step
 from fastad.utils.images import save_grid, to_uint8
 from fastad.utils.io import atomic_json, atomic_torch_save, drop_rows_after, load_resume_state
 from fastad.utils.logger import RunLogger
@@ -107,22 +107,6 @@ def agreement(student: nn.Module, teacher_logits: Tensor, images: Tensor, view, 
             "kl": (logp_t.exp() * (logp_t - logp_s)).sum(1).mean().item()}
 
 
-@torch.no_grad()
-def view_logits(teacher: nn.Module, view, images: Tensor, *, batch_size: int, device: torch.device) -> Tensor:
-    """The teacher's logits for every crop/flip view of prior-space ``images`` [B, C, H, W]: ``[B, V, K]`` float32
-    on ``device`` (``V = view.count``, in ``view.every``'s order), in batches of exactly ``batch_size`` (the last
-    one padded, so a teacher compiled for the KD steps' batch shape is not compiled again)."""
-    flat = view.every(images.to(device)).flatten(0, 1)  # [B * V, C, H, W]
-    out = []
-    for i in range(0, len(flat), batch_size):
-        chunk = flat[i:i + batch_size]
-        n = len(chunk)
-        if n < batch_size:
-            chunk = torch.cat([chunk, chunk.new_zeros((batch_size - n, *chunk.shape[1:]))])
-        out.append(teacher(chunk)[:n].float())
-    return torch.cat(out).view(len(images), view.count, -1)
-
-
 def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.Generator,
                      test: ImageDataset | None = None, resume: bool = False, world: World = World()) -> dict:
     """The online loop over built parts (:func:`fastad.distill.build`); returns the summary written to
@@ -141,10 +125,14 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
     train_view = make_view(spec.mean, spec.std, crop_padding=spec.crop_padding if d.augment else 0,
                            flip=spec.flip and d.augment, generator=gen, size=spec.image_size,
                            resize=d.resize if d.resize != "none" else "bilinear")
-    # The KD steps' teacher logits, computed once per image and view as it enters the buffer when that is fewer
-    # teacher forwards than running the teacher on every KD batch (distillation.teacher_view_cache).
-    cache = d.teacher_view_cache == "always" or (
-        d.teacher_view_cache == "auto" and train_view.count * d.synthesis_batch_size < d.train_iterations * d.train_batch_size)
+    # The KD steps' teacher logits, each (image, view) pair computed once (distillation.teacher_view_cache).
+    cache = None
+    if d.teacher_view_cache:
+        if TeacherViewCache.nbytes(d.buffer_size, train_view.count, spec.num_classes) <= TeacherViewCache.MAX_BYTES:
+            cache = TeacherViewCache(d.buffer_size, train_view.count, spec.num_classes)
+        elif world.main:
+            print(f"fastad distill: note: distillation.teacher_view_cache is off for this run: {d.buffer_size} "
+                  f"images x {train_view.count} views x {spec.num_classes} classes pass 1 GiB", file=sys.stderr)
     guided_mask = getattr(synth, "guided_mask", None)  # DeepInversion aims at every target
 
     stats_prefix = "guidance" if d.synthesizer == "diffusion" else "deepinversion"
@@ -160,6 +148,8 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             student.load_state_dict(state["student"])
             opt.load_state_dict(state["optimizer"])
             buffer.load_state_dict(state["buffer"])
+            if cache is not None and "teacher_views" in state:  # else it is rebuilt as the steps draw
+                cache.load_state_dict(state["teacher_views"])
             if hasattr(synth, "load_state_dict"):
                 synth.load_state_dict(state.get("synthesis", {}))
             set_rng_state(state["rng_ranks"][world.rank] if world.size > 1 else state["rng"], gen)
@@ -168,8 +158,6 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UserError(f"--resume '{out}': its last.pt does not fit this run ({first})") from None
-        if len(buffer):  # the run goes on as it began, with or without the cache
-            cache = buffer.logit_shape is not None
     bs = cfg.data.eval_batch_size
     if test is not None and prog.teacher_top1 is None and d.evaluate_teacher:
         t0 = time.time()
@@ -207,45 +195,45 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             coverage = getattr(synth, "coverage", None)
             before = None if coverage is None else coverage.counts.clone()
             images = synth(targets, generator=gen)
-            t_cache = time.time()  # the cache's teacher forwards replace the KD steps': counted as training
-            logits = view_logits(kd_teacher, train_view, images, batch_size=batch, device=device) if cache else None
-            t_cache = time.time() - t_cache
             # Every rank's buffer receives the whole round (see fastad.distill.distributed), and every rank
             # counts what all the round's plain samples showed.
             images, targets = gather_cat(images, world).cpu(), gather_cat(targets.to(images.device), world).cpu()
             aimed = gather_cat(aimed.to(device), world).cpu()
-            if logits is not None:
-                logits = gather_cat(logits, world).cpu()
             if coverage is not None and world.size > 1:
                 coverage.counts = before + gather_cat((coverage.counts - before).to(device)[None], world).sum(0).cpu()
-            buffer.push(images, targets, teacher_logits=logits)
+            slots = buffer.push(images, targets)
+            if cache is not None:
+                cache.forget(slots)
             prog.images += len(targets)
-            if world.main:  # does the teacher see the target class in what was synthesised?
-                if logits is not None:
-                    probs = logits[:, train_view.plain].softmax(1)
-                else:
-                    with torch.no_grad():
-                        probs = teacher(view(images.to(device))).softmax(1).cpu()
+            if world.main:
+                with torch.no_grad():  # does the teacher see the target class in what was synthesised?
+                    probs = teacher(view(images.to(device))).softmax(1).cpu()
                 target_rate = 100.0 * (probs.argmax(1) == targets).float().mean().item()
                 newest = images
                 captions = _captions(spec.class_names, targets, probs, aimed)
                 _export(cfg, out, rnd, newest, targets, spec.class_names)
-            prog.timing.synthesis += time.time() - t0 - t_cache
+            prog.timing.synthesis += time.time() - t0
 
             # 2. student updates on buffer batches
-            t0 = time.time() - t_cache
+            t0 = time.time()
             student.train()
             losses = []
-            for _ in range(d.train_iterations):
-                if cache:  # the same batch and views as without the cache; the teacher's logits looked up
-                    x, _y, t_views = buffer.sample(batch, generator=gen, device=device)
-                    x, index = train_view(x, with_index=True)
-                    step = kd_step(model, None, x, opt, tau=d.kd_temperature,
-                                   teacher_logits=t_views[torch.arange(len(index), device=device), index])
-                else:
+            if cache is None:
+                for _ in range(d.train_iterations):
                     x, _y = buffer.sample(batch, generator=gen)
                     step = kd_step(model, kd_teacher, train_view(x.to(device)), opt, tau=d.kd_temperature)
-                losses.append(step["kd_loss"])
+                    losses.append(step["kd_loss"])
+            else:  # the same draws in the same order, the teacher's logits computed once per new (image, view)
+                draws = []
+                for _ in range(d.train_iterations):
+                    x, _y, slots = buffer.sample(batch, generator=gen, slots=True)
+                    x, index = train_view(x.to(device), with_index=True)
+                    draws.append((x, slots, index.cpu()))
+                cache.fill(kd_teacher, *(torch.cat(part) for part in zip(*draws)), batch_size=batch)
+                for x, slots, index in draws:
+                    step = kd_step(model, None, x, opt, tau=d.kd_temperature,
+                                   teacher_logits=cache.lookup(slots, index).to(device))
+                    losses.append(step["kd_loss"])
             bad = next((v for v in losses if not math.isfinite(v)), None)
             if all_any(bad is not None, world, device):  # last.pt still holds the previous round, untouched
                 raise RunStopped(f"the student's KD loss became {bad if bad is not None else 'non-finite'} in round "
@@ -296,6 +284,7 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
             logger.log(rnd, record)
             atomic_torch_save({"student": student.state_dict(), "optimizer": opt.state_dict(),
                                "buffer": buffer.state_dict(),
+                               **({"teacher_views": cache.state_dict()} if cache is not None else {}),
                                "synthesis": synth.state_dict() if hasattr(synth, "state_dict") else {},
                                "rng": rngs[0], "world_size": world.size,
                                **({"rng_ranks": rngs} if world.size > 1 else {}),

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CompiledTeacher", "kd_loss", "kd_step"]
+__all__ = ["CompiledTeacher", "TeacherViewCache", "kd_loss", "kd_step"]
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float) -> Tensor:
@@ -72,3 +72,66 @@ class CompiledTeacher(nn.Module):
             return self.teacher(x)
         self._proven = True
         return out
+
+
+class TeacherViewCache:
+    """The teacher's logits for each (buffer slot, crop/flip view) pair the KD steps have drawn, each computed once.
+
+    The main job draws each of its 3,840 buffer images about 100 times, in one of 50 views (Fashion-MNIST's
+    5 x 5 shifts x 2 flips), so running the teacher on every KD batch repeats most of its work. Here a round's
+    KD batches are drawn first, the teacher runs once on the (image, view) pairs it has not seen, in batches of
+    exactly ``batch_size`` (the last padded: a teacher compiled for the KD batch's shape is not compiled
+    again), and the steps look the logits up: the student sees the same batches and views as with the teacher
+    run live, and the same logits up to float rounding. Pairs are keyed by buffer slot, and a slot's pairs are
+    forgotten when a new image is pushed into it. Memory: ``capacity * views * classes`` float32 on the CPU
+    (the main job: 8 MB).
+    """
+
+    #: Larger caches are not built (the KD steps run the teacher live instead).
+    MAX_BYTES = 1 << 30
+
+    def __init__(self, capacity: int, views: int, num_classes: int) -> None:
+        self.views = views
+        self.known = torch.zeros(capacity, views, dtype=torch.bool)
+        self.logits = torch.zeros(capacity, views, num_classes)
+
+    @classmethod
+    def nbytes(cls, capacity: int, views: int, num_classes: int) -> int:
+        return capacity * views * (num_classes * 4 + 1)
+
+    def forget(self, slots: Tensor) -> None:
+        """New images in ``slots``: their views are unknown again."""
+        self.known[slots] = False
+
+    @torch.no_grad()
+    def fill(self, teacher: nn.Module, x: Tensor, slots: Tensor, index: Tensor, *, batch_size: int) -> None:
+        """Run ``teacher`` on the rows of ``x`` [N, C, H, W] (teacher inputs) whose pair (``slots`` [N], ``index``
+        [N], both int64 on the CPU) is not known yet, once per distinct pair."""
+        new = (~self.known[slots, index]).nonzero()[:, 0]
+        if not len(new):
+            return
+        keys, inverse = torch.unique(slots[new] * self.views + index[new], return_inverse=True)
+        first = torch.empty(len(keys), dtype=torch.int64).scatter_(0, inverse, new)  # a row per pair (all equal)
+        rows, out = x[first.to(x.device)], []
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i:i + batch_size]
+            n = len(chunk)
+            if n < batch_size:
+                chunk = torch.cat([chunk, chunk.new_zeros((batch_size - n, *chunk.shape[1:]))])
+            out.append(teacher(chunk)[:n].float().cpu())
+        s, v = keys // self.views, keys % self.views
+        self.logits[s, v] = torch.cat(out)
+        self.known[s, v] = True
+
+    def lookup(self, slots: Tensor, index: Tensor) -> Tensor:
+        """The logits ``[N, K]`` of known pairs."""
+        return self.logits[slots, index]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"known": self.known.clone(), "logits": self.logits.clone()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        known, logits = state["known"], state["logits"]
+        if known.shape != self.known.shape or logits.shape != self.logits.shape or logits.dtype != torch.float32:
+            raise ValueError(f"teacher view cache: {list(logits.shape)} does not fit {list(self.logits.shape)}")
+        self.known, self.logits = known.clone(), logits.clone()
