@@ -745,8 +745,8 @@ def test_notes_on_a_guard_stop_and_on_rounds_that_slow_down():
 
 
 def test_teacher_view_cache_gives_the_live_teachers_student(assets, tmp_path, capsys):
-    """The KD steps' teacher logits looked up from the per-view cache: the same batches and views as the teacher
-    run live, so the same student up to float rounding; last.pt carries the cache."""
+    """The KD steps' teacher logits looked up from the per-view cache: the same batches, views and logits as the
+    teacher run live, so the same student; last.pt carries the cache."""
     extra = ["--set", "distillation.train_iterations=6"]
     students, losses = [], []
     for on in (False, True):
@@ -760,6 +760,6 @@ def test_teacher_view_cache_gives_the_live_teachers_student(assets, tmp_path, ca
     known, logits = state["teacher_views"]["known"], state["teacher_views"]["logits"]
     assert known.shape == (16, 50) and logits.shape == (16, 50, 10)  # 5 x 5 shifts x 2 flips of 16 images
     assert 0 < known.sum() < known.numel() and logits[known].abs().sum(1).gt(0).all()  # only pairs drawn, computed
-    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    # On the CPU, at the KD batch's fixed shape, a sample's logits do not depend on its batch-mates: bit for bit.
     a, b = students
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+    assert losses[0] == losses[1] and all(torch.equal(a[k], b[k]) for k in a)

@@ -82,7 +82,8 @@ class TeacherViewCache:
     KD batches are drawn first, the teacher runs once on the (image, view) pairs it has not seen, in batches of
     exactly ``batch_size`` (the last padded: a teacher compiled for the KD batch's shape is not compiled
     again), and the steps look the logits up: the student sees the same batches and views as with the teacher
-    run live, and the same logits up to float rounding. Pairs are keyed by buffer slot, and a slot's pairs are
+    run live, and the same logits (bit for bit on the CPU, where a sample's logits do not depend on its
+    batch-mates at a fixed batch shape; a GPU's kernels may round differently). Pairs are keyed by buffer slot, and a slot's pairs are
     forgotten when a new image is pushed into it. Memory: ``capacity * views * classes`` float32 on the CPU
     (the main job: 8 MB).
     """
