@@ -30,8 +30,8 @@ data:
 		echo "no apt-get: put the Fashion-MNIST IDX files in $(FMNIST) or set data.root"; \
 	fi
 
-# Main job: distillation on Fashion-MNIST with the shipped teacher and prior (60 rounds, 3,840 images: 10-15
-# minutes on 2 idle CPU cores, by the machine), ending with the teacher/student table.
+# Main job: distillation on Fashion-MNIST with the shipped teacher and prior (60 rounds, 3,840 images: about
+# 10 minutes on 2 idle CPU cores), ending with the teacher/student table.
 run: install
 	$(VENV)/bin/fastad distill
 
