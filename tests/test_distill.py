@@ -632,6 +632,36 @@ def test_kd_step_moves_only_the_student():
     assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), student.parameters()))
 
 
+def test_teacher_view_cache_runs_the_teacher_once_per_pair_in_full_batches():
+    from fastad.train.kd import TeacherViewCache
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shapes = []
+
+        def forward(self, x):
+            self.shapes.append(len(x))
+            return x.flatten(1)[:, :3] * 2  # a sample's logits from its own pixels only
+
+    teacher, cache = Counting(), TeacherViewCache(capacity=4, views=3, num_classes=3)
+    slots, index = torch.tensor([0, 1, 0, 2, 0]), torch.tensor([2, 0, 2, 1, 0])  # (0, 2) drawn twice
+    x = (slots * 3 + index).float().view(5, 1, 1, 1).expand(5, 1, 2, 2).clone()  # the same view, the same image
+    cache.fill(teacher, x, slots, index, batch_size=3)
+    assert teacher.shapes == [3, 3]  # 4 distinct pairs, in batches of exactly 3 (the last padded)
+    assert torch.equal(cache.lookup(slots, index), x.flatten(1)[:, :3] * 2)
+    cache.fill(teacher, x, slots, index, batch_size=3)
+    assert teacher.shapes == [3, 3]  # all known: the teacher does not run
+    cache.forget(torch.tensor([0]))
+    cache.fill(teacher, x[:1], slots[:1], index[:1], batch_size=3)
+    assert teacher.shapes == [3, 3, 3] and int(cache.known.sum()) == 3  # slot 0's other view was forgotten
+    restored = TeacherViewCache(capacity=4, views=3, num_classes=3)
+    restored.load_state_dict(cache.state_dict())
+    assert torch.equal(restored.known, cache.known) and torch.equal(restored.logits, cache.logits)
+    with pytest.raises(ValueError, match="does not fit"):
+        TeacherViewCache(capacity=5, views=3, num_classes=3).load_state_dict(cache.state_dict())
+
+
 def test_lr_schedule_ends_with_the_budget():
     """Under max_seconds the schedule's position is the budget share spent (if ahead of the rounds)."""
     from types import SimpleNamespace

@@ -75,4 +75,3 @@ def augment(x: torch.Tensor, *, crop_padding: int, flip: bool,
     x = x.gather(2, rows[:, None, :, None].expand(b, c, h, x.shape[3]))  # [B, C, H, W + 2p]
     x = x.gather(3, cols[:, None, None, :].expand(b, c, h, w))  # [B, C, H, W]
     return (x, index) if with_index else x
-

@@ -83,9 +83,9 @@ class TeacherViewCache:
     exactly ``batch_size`` (the last padded: a teacher compiled for the KD batch's shape is not compiled
     again), and the steps look the logits up: the student sees the same batches and views as with the teacher
     run live, and the same logits (bit for bit on the CPU, where a sample's logits do not depend on its
-    batch-mates at a fixed batch shape; a GPU's kernels may round differently). Pairs are keyed by buffer slot, and a slot's pairs are
-    forgotten when a new image is pushed into it. Memory: ``capacity * views * classes`` float32 on the CPU
-    (the main job: 8 MB).
+    batch-mates at a fixed batch shape; a GPU's kernels may round differently). Pairs are keyed by buffer
+    slot, and a slot's pairs are forgotten when a new image is pushed into it. Memory: ``capacity * views *
+    classes`` float32 on the CPU (the main job: 8 MB).
     """
 
     #: Larger caches are not built (the KD steps run the teacher live instead).
@@ -98,6 +98,7 @@ class TeacherViewCache:
 
     @classmethod
     def nbytes(cls, capacity: int, views: int, num_classes: int) -> int:
+        """The memory a cache of this size takes."""
         return capacity * views * (num_classes * 4 + 1)
 
     def forget(self, slots: Tensor) -> None:
