@@ -133,6 +133,9 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
         elif world.main:
             print(f"fastad distill: note: distillation.teacher_view_cache is off for this run: {d.buffer_size} "
                   f"images x {train_view.count} views x {spec.num_classes} classes pass 1 GiB", file=sys.stderr)
+    # KD steps drawn ahead per teacher pass: the whole round, unless their images would pass DRAW_BYTES
+    cache_steps = max(1, min(d.train_iterations, TeacherViewCache.DRAW_BYTES // (
+        (d.train_batch_size // world.size) * spec.channels * spec.image_size[0] * spec.image_size[1] * 4)))
     guided_mask = getattr(synth, "guided_mask", None)  # DeepInversion aims at every target
 
     stats_prefix = "guidance" if d.synthesizer == "diffusion" else "deepinversion"
@@ -224,16 +227,17 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
                     step = kd_step(model, kd_teacher, train_view(x.to(device)), opt, tau=d.kd_temperature)
                     losses.append(step["kd_loss"])
             else:  # the same draws in the same order, the teacher's logits computed once per new (image, view)
-                draws = []
-                for _ in range(d.train_iterations):
-                    x, _y, slots = buffer.sample(batch, generator=gen, slots=True)
-                    x, index = train_view(x.to(device), with_index=True)
-                    draws.append((x, slots, index.cpu()))
-                cache.fill(kd_teacher, *(torch.cat(part) for part in zip(*draws)), batch_size=batch)
-                for x, slots, index in draws:
-                    step = kd_step(model, None, x, opt, tau=d.kd_temperature,
-                                   teacher_logits=cache.lookup(slots, index).to(device))
-                    losses.append(step["kd_loss"])
+                for start in range(0, d.train_iterations, cache_steps):
+                    draws = []
+                    for _ in range(min(cache_steps, d.train_iterations - start)):
+                        x, _y, slots = buffer.sample(batch, generator=gen, slots=True)
+                        x, index = train_view(x.to(device), with_index=True)
+                        draws.append((x, slots, index.cpu()))
+                    cache.fill(kd_teacher, *(torch.cat(part) for part in zip(*draws)), batch_size=batch)
+                    for x, slots, index in draws:
+                        step = kd_step(model, None, x, opt, tau=d.kd_temperature,
+                                       teacher_logits=cache.lookup(slots, index).to(device))
+                        losses.append(step["kd_loss"])
             bad = next((v for v in losses if not math.isfinite(v)), None)
             if all_any(bad is not None, world, device):  # last.pt still holds the previous round, untouched
                 raise RunStopped(f"the student's KD loss became {bad if bad is not None else 'non-finite'} in round "

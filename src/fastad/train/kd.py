@@ -79,9 +79,9 @@ class TeacherViewCache:
 
     The main job draws each of its 3,840 buffer images about 100 times, in one of 50 views (Fashion-MNIST's
     5 x 5 shifts x 2 flips), so running the teacher on every KD batch repeats most of its work. Here a round's
-    KD batches are drawn first, the teacher runs once on the (image, view) pairs it has not seen, in batches of
-    exactly ``batch_size`` (the last padded: a teacher compiled for the KD batch's shape is not compiled
-    again), and the steps look the logits up: the student sees the same batches and views as with the teacher
+    KD batches are drawn first (or as many as ``DRAW_BYTES`` of images hold), the teacher runs once on the
+    (image, view) pairs it has not seen, in batches of exactly ``batch_size`` (the last padded: a teacher
+    compiled for the KD batch's shape is not compiled again), and the steps look the logits up: the student sees the same batches and views as with the teacher
     run live, and the same logits (bit for bit on the CPU, where a sample's logits do not depend on its
     batch-mates at a fixed batch shape; a GPU's kernels may round differently). Pairs are keyed by buffer
     slot, and a slot's pairs are forgotten when a new image is pushed into it. Memory: ``capacity * views *
@@ -90,6 +90,9 @@ class TeacherViewCache:
 
     #: Larger caches are not built (the KD steps run the teacher live instead).
     MAX_BYTES = 1 << 30
+    #: The KD batches drawn ahead of one teacher pass hold at most this many bytes of images (the main job's
+    #: 50 batches of 128 28x28 images: 20 MB, a whole round).
+    DRAW_BYTES = 256 << 20
 
     def __init__(self, capacity: int, views: int, num_classes: int) -> None:
         self.views = views
