@@ -69,8 +69,10 @@ def test_two_ranks_one_student_and_a_complete_folder(assets, tmp_path):
 
 
 def test_resume_continues_exactly_and_needs_the_same_ranks(assets, tmp_path):
-    straight, split = tmp_path / "straight", tmp_path / "split"
+    """Also: the ranks' shared teacher view cache gives the student the teacher run live gives, bit for bit."""
+    straight, split, live = tmp_path / "straight", tmp_path / "split", tmp_path / "live"
     assert run(command(assets, straight, 4, 2)).returncode == 0
+    assert run(command(assets, live, 4, 2, "--set", "distillation.teacher_view_cache=false")).returncode == 0
     assert run(command(assets, split, 2, 2)).returncode == 0
     one = run([sys.executable, "-m", "fastad", "distill", "--resume", str(split), "--epochs", "4"])
     assert one.returncode == 2 and "resume it with --nproc 2, not 1" in one.stderr
@@ -79,7 +81,10 @@ def test_resume_continues_exactly_and_needs_the_same_ranks(assets, tmp_path):
                  "fastad", "distill", "--resume", str(split), "--epochs", "4"])
     assert again.returncode == 0, again.stderr[-3000:]
     a, b = load_file(straight / "student.safetensors"), load_file(split / "student.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = load_file(live / "student.safetensors")
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+    known = torch.load(straight / "last.pt", weights_only=True)["teacher_views"]["known"]
+    assert int(known.sum()) > 4 * 3 * 4  # more pairs than rank 0's own 48 draws: the ranks share what they ran
 
 
 def test_a_killed_two_rank_run_resumes(assets, tmp_path):

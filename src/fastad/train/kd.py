@@ -108,25 +108,38 @@ class TeacherViewCache:
         """New images in ``slots``: their views are unknown again."""
         self.known[slots] = False
 
-    @torch.no_grad()
-    def fill(self, teacher: nn.Module, x: Tensor, slots: Tensor, index: Tensor, *, batch_size: int) -> None:
-        """Run ``teacher`` on the rows of ``x`` [N, C, H, W] (teacher inputs) whose pair (``slots`` [N], ``index``
-        [N], both int64 on the CPU) is not known yet, once per distinct pair."""
+    def new_pairs(self, slots: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        """The distinct pairs among (``slots`` [N], ``index`` [N], int64 on the CPU) not known yet, as keys
+        ``slot * views + view`` [M], and for each the position of one draw of it [M]."""
         new = (~self.known[slots, index]).nonzero()[:, 0]
-        if not len(new):
-            return
         keys, inverse = torch.unique(slots[new] * self.views + index[new], return_inverse=True)
-        first = torch.empty(len(keys), dtype=torch.int64).scatter_(0, inverse, new)  # a row per pair (all equal)
-        rows, out = x[first.to(x.device)], []
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i:i + batch_size]
+        return keys, torch.empty(len(keys), dtype=torch.int64).scatter_(0, inverse, new)  # draws of a pair are equal
+
+    @staticmethod
+    @torch.no_grad()
+    def run(teacher: nn.Module, x: Tensor, *, batch_size: int) -> Tensor:
+        """``teacher`` on ``x`` [M, C, H, W] in batches of exactly ``batch_size`` (the last padded): [M, K] float32, CPU."""
+        out = [torch.zeros(0)]
+        for i in range(0, len(x), batch_size):
+            chunk = x[i:i + batch_size]
             n = len(chunk)
             if n < batch_size:
                 chunk = torch.cat([chunk, chunk.new_zeros((batch_size - n, *chunk.shape[1:]))])
             out.append(teacher(chunk)[:n].float().cpu())
+        return torch.cat(out) if len(out) > 1 else out[0]
+
+    def store(self, keys: Tensor, logits: Tensor) -> None:
+        """Remember ``logits`` [M, K] for the pairs ``keys`` [M] (:meth:`new_pairs`' keys)."""
         s, v = keys // self.views, keys % self.views
-        self.logits[s, v] = torch.cat(out)
+        self.logits[s, v] = logits
         self.known[s, v] = True
+
+    def fill(self, teacher: nn.Module, x: Tensor, slots: Tensor, index: Tensor, *, batch_size: int) -> None:
+        """Run ``teacher`` on the rows of ``x`` [N, C, H, W] (teacher inputs) whose pair (``slots`` [N], ``index``
+        [N], both int64 on the CPU) is not known yet, once per distinct pair."""
+        keys, rows = self.new_pairs(slots, index)
+        if len(keys):
+            self.store(keys, self.run(teacher, x[rows.to(x.device)], batch_size=batch_size))
 
     def lookup(self, slots: Tensor, index: Tensor) -> Tensor:
         """The logits ``[N, K]`` of known pairs."""
