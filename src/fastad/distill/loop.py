@@ -233,16 +233,10 @@ def run_distillation(cfg: Config, parts: Built, out: Path, *, generator: torch.G
                         x, _y, slots = buffer.sample(batch, generator=gen, slots=True)
                         x, index = train_view(x.to(device), with_index=True)
                         draws.append((x, slots, index.cpu()))
-                    x_all, slots_all, index_all = (torch.cat(part) for part in zip(*draws))
-                    if world.size == 1:
-                        cache.fill(kd_teacher, x_all, slots_all, index_all, batch_size=batch)
-                    else:  # identical buffers: each new pair runs on the first rank that wants it, and all keep it
-                        keys, rows = cache.new_pairs(slots_all, index_all)
-                        wanted = gather_objects(keys, world)
-                        own = ~torch.isin(keys, torch.cat([torch.zeros(0, dtype=torch.int64), *wanted[:world.rank]]))
-                        logits = cache.run(kd_teacher, x_all[rows[own].to(device)], batch_size=batch)
-                        for k, v in gather_objects((keys[own], logits), world):
-                            cache.store(k, v)
+                    # identical buffers on every rank: each new pair runs on one rank, and all keep it
+                    cache.fill(kd_teacher, *(torch.cat(part) for part in zip(*draws)), batch_size=batch,
+                               gather=None if world.size == 1 else lambda obj: gather_objects(obj, world),
+                               rank=world.rank)
                     for x, slots, index in draws:
                         step = kd_step(model, None, x, opt, tau=d.kd_temperature,
                                        teacher_logits=cache.lookup(slots, index).to(device))

@@ -4,6 +4,7 @@ real-data reference (``fastad.baselines.real_kd``)."""
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -108,38 +109,32 @@ class TeacherViewCache:
         """New images in ``slots``: their views are unknown again."""
         self.known[slots] = False
 
-    def new_pairs(self, slots: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-        """The distinct pairs among (``slots`` [N], ``index`` [N], int64 on the CPU) not known yet, as keys
-        ``slot * views + view`` [M], and for each the position of one draw of it [M]."""
+    @torch.no_grad()
+    def fill(self, teacher: nn.Module, x: Tensor, slots: Tensor, index: Tensor, *, batch_size: int,
+             gather: Callable[[object], list] | None = None, rank: int = 0) -> None:
+        """Run ``teacher`` on the rows of ``x`` [N, C, H, W] (teacher inputs) whose pair (``slots`` [N], ``index``
+        [N], both int64 on the CPU) is not known yet, once per distinct pair.
+
+        ``gather(obj)``: every rank's ``obj`` in rank order, for ranks with identical buffers (``rank``: this
+        one's): each new pair then runs on the first rank that wants it, and every rank stores all of them.
+        """
         new = (~self.known[slots, index]).nonzero()[:, 0]
         keys, inverse = torch.unique(slots[new] * self.views + index[new], return_inverse=True)
-        return keys, torch.empty(len(keys), dtype=torch.int64).scatter_(0, inverse, new)  # draws of a pair are equal
-
-    @staticmethod
-    @torch.no_grad()
-    def run(teacher: nn.Module, x: Tensor, *, batch_size: int) -> Tensor:
-        """``teacher`` on ``x`` [M, C, H, W] in batches of exactly ``batch_size`` (the last padded): [M, K] float32, CPU."""
-        out = [torch.zeros(0)]
+        rows = torch.empty(len(keys), dtype=torch.int64).scatter_(0, inverse, new)  # draws of a pair are equal
+        gather = gather or (lambda obj: [obj])
+        taken = torch.cat([torch.zeros(0, dtype=torch.int64), *gather(keys)[:rank]])
+        own = ~torch.isin(keys, taken)
+        x, out = x[rows[own].to(x.device)], [torch.zeros(0, self.logits.shape[-1])]
         for i in range(0, len(x), batch_size):
             chunk = x[i:i + batch_size]
             n = len(chunk)
             if n < batch_size:
                 chunk = torch.cat([chunk, chunk.new_zeros((batch_size - n, *chunk.shape[1:]))])
             out.append(teacher(chunk)[:n].float().cpu())
-        return torch.cat(out) if len(out) > 1 else out[0]
-
-    def store(self, keys: Tensor, logits: Tensor) -> None:
-        """Remember ``logits`` [M, K] for the pairs ``keys`` [M] (:meth:`new_pairs`' keys)."""
-        s, v = keys // self.views, keys % self.views
-        self.logits[s, v] = logits
-        self.known[s, v] = True
-
-    def fill(self, teacher: nn.Module, x: Tensor, slots: Tensor, index: Tensor, *, batch_size: int) -> None:
-        """Run ``teacher`` on the rows of ``x`` [N, C, H, W] (teacher inputs) whose pair (``slots`` [N], ``index``
-        [N], both int64 on the CPU) is not known yet, once per distinct pair."""
-        keys, rows = self.new_pairs(slots, index)
-        if len(keys):
-            self.store(keys, self.run(teacher, x[rows.to(x.device)], batch_size=batch_size))
+        for k, logits in gather((keys[own], torch.cat(out))):
+            s, v = k // self.views, k % self.views
+            self.logits[s, v] = logits
+            self.known[s, v] = True
 
     def lookup(self, slots: Tensor, index: Tensor) -> Tensor:
         """The logits ``[N, K]`` of known pairs."""
