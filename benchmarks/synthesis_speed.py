@@ -5,8 +5,9 @@ balanced targets at the config's DDIM steps; median of ``--repeats`` calls after
 and the time split into the prior's forward passes, the teacher's forward passes, the guidance
 gradient (``torch.autograd.grad``: the teacher's backward) and the rest (DDIM arithmetic, the
 view, smoothing noise, bookkeeping). The split comes from separate, instrumented calls, so it
-does not slow the images/s figure. Unguided DDIM's achieved FLOP/s is given against this
-machine's float32 matmul rate, measured in the same run.
+does not slow the images/s figure. Each recipe's achieved FLOP/s is given against this
+machine's float32 and bfloat16 matmul rates, measured in the same run (with
+``--set distillation.autocast=bf16`` the prior's and the teacher's convolutions run in bfloat16).
 
 Routed recipes (``routing.guide_classes: uncovered``) need the classes the prior lacks, so every
 recipe runs on ``--prior`` (default: the prior that never saw Fashion-MNIST classes 5-9); the
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     peak = matmul_flops_per_second()
+    peak_bf16 = matmul_flops_per_second(dtype=torch.bfloat16)
     rows = [measure(r, args) for r in args.recipes]
     peak_after = matmul_flops_per_second()
     try:
@@ -150,18 +152,19 @@ def main(argv: list[str] | None = None) -> None:
     load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"fastad at {commit} ({Path(fastad.__file__).parent}); {cpu}, {args.threads} torch threads, torch "
           f"{torch.__version__}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; load average {load}.  ")
-    print(f"float32 matmul (1024^3): {peak / 1e9:.1f} GFLOP/s before, {peak_after / 1e9:.1f} after. Batch "
+    print(f"float32 matmul (1024^3): {peak / 1e9:.1f} GFLOP/s before, {peak_after / 1e9:.1f} after; bfloat16 "
+          f"{peak_bf16 / 1e9:.1f} GFLOP/s. Batch "
           f"{args.batch}, prior `{Path(args.prior).name}`, median of {args.repeats} calls after {args.warmup} "
           "warm-up calls.\n")
     names = list(rows[0]["split"])
     print("| recipe | guided of batch | s per call | images/s | GFLOPs per image | GFLOP/s | of matmul | "
-          + " | ".join(names) + " | rest |")
-    print("|---|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(names) + 1))
+          "of bf16 matmul | " + " | ".join(names) + " | rest |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(names) + 1))
     for r in rows:
         rate = r["flops"] * r["ips"]
         shares = [r["split"][n] for n in names]
         print(f"| {r['recipe']} | {r['guided']}/{args.batch} | {r['sec']:.2f} | {r['ips']:.1f} | "
-              f"{r['flops'] / 1e9:.3f} | {rate / 1e9:.1f} | {100 * rate / peak:.0f}% | "
+              f"{r['flops'] / 1e9:.3f} | {rate / 1e9:.1f} | {100 * rate / peak:.0f}% | {100 * rate / peak_bf16:.0f}% | "
               + " | ".join(f"{100 * s:.0f}%" for s in shares) + f" | {100 * (1 - sum(shares)):.0f}% |")
 
 

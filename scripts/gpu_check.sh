@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU path, checked and measured in one go (under 5 minutes on one NVIDIA GPU):
-#   1. the CUDA tests (tests/test_cuda.py);
+#   1. the CUDA tests (the cuda-marked cases of tests/test_devices.py);
 #   2. throughput at CIFAR scale with random weights (benchmarks/gpu_throughput.py), one process;
 #   3. the same with 2 processes: on 2 GPUs where the machine has them, else both on the one.
 # On a machine without a CUDA GPU it says "no GPU" and exits 0. It exits non-zero when a CUDA test fails.
@@ -20,7 +20,7 @@ gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())")
 
 echo "== CUDA tests"
 tests=0
-"$PY" -m pytest -q -m cuda tests/test_cuda.py || tests=$?  # the tables are still worth having; the exit code says
+"$PY" -m pytest -q -m cuda tests/test_devices.py || tests=$?  # the tables are still worth having; the exit code says
 
 echo "== throughput, 1 process"
 "$PY" benchmarks/gpu_throughput.py --device cuda --json "$out/one.json"

@@ -225,8 +225,6 @@ CASES: list[Case] = [
     C("distill-teacher-input", _args("distill", *TINY, "--teacher", "{a}/teacher_rgb.safetensors", "--out", "out"),
       "teacher_rgb.safetensors"),
     C("distill-prior-shape", _args("distill", *TINY, "--prior", "{a}/prior_rgb32", "--out", "out"), "prior_rgb32"),
-    C("distill-autocast-cpu", _args("distill", *TINY, "--set", "distillation.autocast=bf16", "--out", "out"),
-      "'distillation.autocast'", "bf16", "cpu", skip="CUDA is available here" if CUDA else None),
     C("distill-solver-eta", _args("distill", *TINY, "--set", "sampler.solver=dpmpp-2m", "--set", "sampler.ddim_eta=1",
                                   "--out", "out"), "'sampler.ddim_eta'", "dpmpp-2m"),
     C("distill-solver-x0-rule", _args("distill", *TINY, "--recipe", "x0-routed-smooth", "--set",

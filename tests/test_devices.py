@@ -1,30 +1,34 @@
-"""The GPU path, on a CUDA device: distillation end to end in float32 and bf16 autocast, and sampling loops
-that never wait for the device. Marked ``cuda``; they skip on a machine without a GPU, and
-scripts/gpu_check.sh runs them where there is one."""
+"""The device paths: distillation end to end in float32 and bf16 autocast on the CPU and on a CUDA device, and
+sampling loops that never wait for the device. The CUDA cases are marked ``cuda``; they skip on a machine without
+a GPU, and scripts/gpu_check.sh runs them where there is one."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from fastad.cli.main import main
+from fastad.config import load_config
+from fastad.distill import build
+from fastad.distill.build import AutocastTeacher, native_bf16_cpu
 from fastad.data import make_view
 from fastad.diffusion import build_unet, ddim_sample, ddim_timesteps, load_prior, save_prior
 from fastad.guidance import FastADConfig, GuidanceConfig, make_cadr_eps_fn, preview_guided_sample
 from fastad.models import create_model, load_classifier, save_classifier
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh)")]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh)")
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, needs_cuda])]
 
 MEAN, STD = [0.2860], [0.3530]
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("cuda")
+    root = tmp_path_factory.mktemp("devices")
     torch.manual_seed(0)
     teacher = create_model("resnet8", num_classes=10, in_channels=1)
     save_classifier(root / "teacher.safetensors", teacher, {
@@ -34,18 +38,22 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     return {"teacher": root / "teacher.safetensors", "prior": root / "prior"}
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("recipe", ["cadr", "x0-routed-smooth"])
 @pytest.mark.parametrize("autocast", ["float32", "bf16"])
-def test_distill_end_to_end_on_cuda(assets, tmp_path, capsys, recipe, autocast):
+def test_distill_end_to_end(assets, tmp_path, capsys, device, recipe, autocast):
     out = tmp_path / "run"
     rc = main([str(a) for a in [
-        "distill", "--teacher", assets["teacher"], "--prior", assets["prior"], "--out", out, "--device", "cuda",
+        "distill", "--teacher", assets["teacher"], "--prior", assets["prior"], "--out", out, "--device", device,
         "--recipe", recipe, "--epochs", 3, "--set", "distillation.student_arch=resnet8",
         "--set", "distillation.synthesis_batch_size=8", "--set", "distillation.train_batch_size=8",
         "--set", "distillation.train_iterations=2", "--set", "distillation.holdout_images=16",
         "--set", "fast_ad.ddim_steps=3", "--set", "fast_ad.T=100", "--set", f"distillation.autocast={autocast}",
         "--set", "data.dataset=null", "--set", "logging.progress=false", "--set", "logging.tensorboard=false"]])
-    assert rc == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    emulated = device == "cpu" and autocast == "bf16" and not native_bf16_cpu()
+    assert ("without native bfloat16" in err) == emulated, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images_synthesized"] == 24
     assert 0 <= summary["synthetic_agreement_top1"] <= 100
@@ -62,6 +70,19 @@ def _strict(eps_fn):
     return strict
 
 
+def test_bf16_on_a_cpu_without_it_is_warned_of(assets, tmp_path, capsys, monkeypatch):
+    """Where the CPU would emulate bfloat16 the run goes on, and says once that it is likely slower."""
+    monkeypatch.setattr(sys.modules["fastad.distill.build"], "native_bf16_cpu", lambda: False)
+    cfg = load_config(None, [f"distillation.teacher_checkpoint={assets['teacher']}",
+                             f"distillation.diffusion_checkpoint={assets['prior']}", "fast_ad.T=100",
+                             "distillation.autocast=bf16", "data.dataset=null"])
+    parts = build(cfg, None, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    assert parts.prior.autocast == torch.bfloat16
+    assert capsys.readouterr().err.count("without native bfloat16") == 1
+
+
+@pytest.mark.cuda
+@needs_cuda
 def test_sampling_loops_never_wait_for_the_device(assets):
     """torch's sync debug mode raises on any host-device synchronisation: inside their loops, the plain sampler,
     CADR's rule and the x0 rule (with smoothing noise from the run's CPU generator) run without one when no
@@ -88,13 +109,13 @@ def test_sampling_loops_never_wait_for_the_device(assets):
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_bf16_guidance_direction_agrees_with_float32(assets):
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_guidance_direction_agrees_with_float32(assets, device):
     """The teacher under bf16 autocast moves the preview the same way as in float32 (cosine of the corrections)."""
-    from fastad.distill.build import AutocastTeacher
     from fastad.guidance.preview import preview_step
     from fastad.guidance.loss import GuidanceLoss
 
-    dev = torch.device("cuda")
+    dev = torch.device(device)
     teacher = create_model("resnet8", num_classes=10, in_channels=1).to(dev).eval().requires_grad_(False)
     gen = torch.Generator(device=dev).manual_seed(0)
     x0 = torch.randn(16, 1, 28, 28, generator=gen, device=dev).clamp(-1, 1)
