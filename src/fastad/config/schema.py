@@ -117,9 +117,10 @@ class DistillationConfig(Section):
     max_seconds: float = option(0.0, "wall-clock budget: stop after the round in which synthesis + training time "
                                 "reaches it, then evaluate; 0 = off (run all epochs)", ge=0)
     autocast: str = option("float32", "'bf16': the prior's and the teacher's forward passes under bfloat16 "
-                           "autocast (CUDA only; the guidance gradient's normalisation and the DDIM arithmetic stay "
-                           "float32); 'float32': no autocast. H200, CIFAR scale: synthesis 1.1-1.3x faster "
-                           "(scripts/gpu_check.sh measures it)", choices=("float32", "bf16"))
+                           "autocast (the guidance gradient's normalisation and the DDIM arithmetic stay float32); "
+                           "'float32': no autocast. H200, CIFAR scale: synthesis 1.1-1.3x faster; a 2-core CPU with "
+                           "AMX: synthesis 1.7-1.9x over float32 (docs/results.md); a CPU without native bfloat16 "
+                           "emulates it, slower (the run warns)", choices=("float32", "bf16"))
     compile: bool = option(False, "torch.compile the prior's UNet (weights frozen) and the guidance's teacher "
                            "(forward and input gradient, dynamic batch). After 30-60 s of compiling the prior and, "
                            "for guided recipes, 35-70 s the teacher: CPU synthesis 1.4x (cadr) and 1.16x "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -218,6 +219,9 @@ def _accelerate(cfg: Config, teacher: nn.Module, prior: Prior | None,
         if prior is not None:
             prior = dataclasses.replace(prior, autocast=torch.bfloat16)
     if d.compile and prior is not None:
+        # diffusers' upsampling asks a cached version check under bf16; dynamo traces through the cache and says
+        # so in a multi-line warning per call site, which is about diffusers' code, not the run.
+        warnings.filterwarnings("ignore", message=r"Dynamo detected a call to a `functools.lru_cache`")
         # Freezing: the frozen prior's weights become constants, so inductor prepacks the convolutions and fuses
         # GroupNorm/SiLU around them (1.24x per forward on CPU, docs/results.md, "Scale and speed on the CPU").
         prior = dataclasses.replace(prior, unet=torch.compile(prior.unet, options={"freezing": True}))
