@@ -13,10 +13,10 @@ import torch
 
 from fastad.cli.main import main
 from fastad.config import load_config
-from fastad.distill import build
-from fastad.distill.build import AutocastTeacher, native_bf16_cpu
 from fastad.data import make_view
 from fastad.diffusion import build_unet, ddim_sample, ddim_timesteps, load_prior, save_prior
+from fastad.distill import build
+from fastad.distill.build import AutocastTeacher, native_bf16_cpu
 from fastad.guidance import FastADConfig, GuidanceConfig, make_cadr_eps_fn, preview_guided_sample
 from fastad.models import create_model, load_classifier, save_classifier
 
