@@ -131,8 +131,8 @@ def test_bf16_guidance_direction_agrees_with_float32(assets, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_bf16_prior_noise_agrees_with_float32(assets, device):
-    """The prior's predicted noise under bf16 autocast stays within 3% (relative L2; 1.4% for this random-weight prior on the CPU) of float32's, and comes back
-    in float32 for the DDIM arithmetic."""
+    """The prior's predicted noise under bf16 autocast stays within 3% (relative L2; 1.4% for this random-weight
+    prior on the CPU) of float32's, and comes back in float32 for the DDIM arithmetic."""
     import dataclasses
 
     prior = load_prior(assets["prior"], device=device)
