@@ -254,12 +254,22 @@ def _spawn(args, extra_env=None) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _kill_at_random(proc: subprocess.Popen, ckpt: Path, seed: int, window: float) -> None:
-    """SIGKILL ``proc`` a random time (uniform in [0, window) s) after its first checkpoint appears."""
+def _kill_at_random(proc: subprocess.Popen, out: Path, seed: int, total: int) -> None:
+    """SIGKILL ``proc`` at a random point of its run: after its first checkpoint and a random number of the ``total``
+    logged steps (at most ``total - 3``), plus up to 50 ms. Counted in steps, not seconds, so that a fast machine
+    does not finish the run first."""
+    rng = random.Random(seed)
+    logged, wait = rng.randint(1, total - 3), rng.uniform(0, 0.05)
+
+    def lines() -> int:
+        try:
+            return len((out / "metrics.jsonl").read_text().splitlines())
+        except FileNotFoundError:
+            return 0
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not ckpt.is_file():
+    while time.time() < deadline and proc.poll() is None and not ((out / "last.pt").is_file() and lines() >= logged):
         time.sleep(0.005)
-    time.sleep(random.Random(seed).uniform(0, window))
+    time.sleep(wait)
     proc.send_signal(signal.SIGKILL)
     err = proc.communicate()[1].decode()
     assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {err}"
@@ -279,7 +289,7 @@ def straight_distill(tiny, tmp_path_factory):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_distill_killed_at_random_points_resumes_exactly(seed, tiny, straight_distill, tmp_path, capsys):
     out = tmp_path / "run"
-    _kill_at_random(_spawn(distill_args(tiny, out, 20)), out / "last.pt", seed, window=0.6)
+    _kill_at_random(_spawn(distill_args(tiny, out, 20)), out, seed, total=20)
     done = load_resume_state(out)["progress"]["round"]  # whatever the moment, last.pt loads
     assert 1 <= done < 20
     rc, _, err = run_cli(["distill", "--resume", out], capsys)
@@ -299,7 +309,7 @@ def straight_diffusion(tiny, tmp_path_factory):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_train_diffusion_killed_at_random_points_resumes_exactly(seed, tiny, straight_diffusion, tmp_path, capsys):
     out = tmp_path / "diff"
-    _kill_at_random(_spawn(diffusion_args(tiny, out, 24)), out / "last.pt", seed, window=0.6)
+    _kill_at_random(_spawn(diffusion_args(tiny, out, 24)), out, seed, total=24)
     step = load_resume_state(out)["step"]
     assert 1 <= step < 24
     rc, _, err = run_cli(["train-diffusion", "--resume", out], capsys)
