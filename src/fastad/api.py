@@ -23,7 +23,7 @@ from fastad.config.recipes import recipe_sets
 from fastad.data import ImageDataset, dataset_info, load_eval_split
 from fastad.diffusion.prior import Prior
 from fastad.distill.build import build, describe
-from fastad.distill.distributed import broadcast_object, rank_seed, setup, teardown, world_from_env
+from fastad.distill.distributed import broadcast_object, finish, rank_seed, setup, teardown, world_from_env
 from fastad.distill.loop import run_distillation
 from fastad.errors import UserError
 from fastad.utils.runtime import prepare_run, resolve_device, seed_everything
@@ -129,6 +129,7 @@ def distill(
         print(describe(parts, cfg), flush=True)
     try:
         summary = run_distillation(cfg, parts, run_dir, generator=gen, test=test, resume=resume, world=world)
+        finish(world)
     finally:
         teardown(world)
     return DistillResult(parts.student, summary, run_dir)

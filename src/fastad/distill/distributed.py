@@ -14,6 +14,7 @@ CPU, ``nccl`` on CUDA.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -23,8 +24,8 @@ from torch import Tensor
 
 from fastad.errors import UserError
 
-__all__ = ["World", "all_any", "broadcast_object", "gather_cat", "gather_objects", "launch", "rank_seed", "setup",
-           "teardown", "world_from_env"]
+__all__ = ["World", "all_any", "broadcast_object", "finish", "gather_cat", "gather_objects", "launch", "rank_seed",
+           "setup", "teardown", "world_from_env"]
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,19 @@ def broadcast_object(obj: object, world: World) -> object:
     return box[0]
 
 
+def finish(world: World) -> None:
+    """A successful run's end: every rank waits until rank 0 has written its outputs, so no rank leaves the group
+    while another still needs it."""
+    if world.size > 1:
+        dist.barrier()
+
+
 def teardown(world: World) -> None:
+    """Leave the process group. The student's DDP wrapper holds the group through its reducer; it is collected
+    first, so the group's worker threads are joined here, not while the interpreter exits (which can abort the
+    process with "terminate called without an active exception")."""
     if world.size > 1 and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
