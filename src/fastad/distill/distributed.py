@@ -117,9 +117,9 @@ def finish(world: World) -> None:
 
 
 def teardown(world: World) -> None:
-    """Leave the process group. The student's DDP wrapper holds the group through its reducer; it is collected
-    first, so the group's worker threads are joined here, not while the interpreter exits (which can abort the
-    process with "terminate called without an active exception")."""
+    """Leave the process group. Anything a reference cycle still keeps holding the group (a DDP wrapper's reducer)
+    is collected first, so the group's worker threads are joined here and not while the interpreter exits (a
+    rank that exited that way once aborted with "terminate called without an active exception")."""
     if world.size > 1 and dist.is_initialized():
         gc.collect()
         dist.destroy_process_group()
