@@ -1,0 +1,13 @@
+#!/bin/bash
+# routing.guided_fraction 0.25 beside 0.5 in the same window: the split that lacks classes 0-4, bf16, 540 s, one thread each.
+cd /work/main
+R=runs/gf_pair04
+mkdir -p $R
+for F in 0.25 0.5; do
+  .venv/bin/fastad bench --settings out-of-domain --config-size --comparisons time --budget-seconds 540 \
+    --methods x0-routed-smooth --seeds 0 1 2 --ood-prior models/fmnist_prior_50k60k_classes5-9 \
+    --set fast_ad.ddim_steps=10 --set run.threads=1 --set distillation.holdout_images=0 \
+    --set distillation.autocast=bf16 --set routing.guided_fraction=$F --out $R/gf$F > $R/gf$F.log 2>&1 &
+done
+wait
+echo done > $R/DONE
