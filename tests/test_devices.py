@@ -4,6 +4,7 @@ a GPU, and scripts/gpu_check.sh runs them where there is one."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -133,8 +134,6 @@ def test_bf16_guidance_direction_agrees_with_float32(assets, device):
 def test_bf16_prior_noise_agrees_with_float32(assets, device):
     """The prior's predicted noise under bf16 autocast stays within 3% (relative L2; 1.4% for this random-weight
     prior on the CPU) of float32's, and comes back in float32 for the DDIM arithmetic."""
-    import dataclasses
-
     prior = load_prior(assets["prior"], device=device)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(8, *prior.sample_shape, generator=gen).to(device)
