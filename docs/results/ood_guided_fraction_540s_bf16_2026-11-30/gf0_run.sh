@@ -2,7 +2,7 @@
 # routing.guided_fraction 0 (only the balanced targets of uncovered classes guided, half of each batch) on the three
 # splits, bf16, 540 s, one thread each, two processes at a time; the shipped split beside unguided sampling (`none`).
 cd /work/main
-while [ ! -f runs/gf_pairs.DONE ]; do sleep 20; done
+# (run after paired_run.sh had finished)
 bench () {  # $1 out dir, $2 method, $3 extra args
   .venv/bin/fastad bench --settings out-of-domain --config-size --comparisons time --budget-seconds 540 \
     --methods $2 --seeds 0 1 2 $3 --set fast_ad.ddim_steps=10 --set run.threads=1 --set distillation.holdout_images=0 \
